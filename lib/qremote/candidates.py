@@ -1,0 +1,76 @@
+"""Pure decisions about where to connect: IP literals, targets, the ipme/prefme rule.
+
+No DNS and no sockets here; dns.py produces MX answers, this module orders and
+filters them, connect.py tries them.
+"""
+
+import _socket  # the C module: socket.py itself costs ~13 ms of imports (enum)
+
+from . import failures
+
+AF_INET, AF_INET6 = _socket.AF_INET, _socket.AF_INET6
+NO_MX_ME = 100000  # stock: "prefme" when none of my addresses is an MX
+ROUTED = 300000    # stock: a routed delivery never excludes anything
+
+
+class Target:
+    """One address to try: ip (text), its family, the port, the MX preference, the MX name."""
+
+    __slots__ = ("ip", "family", "port", "pref", "name")
+
+    def __init__(self, ip, family, port=25, pref=0, name=b""):
+        self.ip, self.family, self.port, self.pref, self.name = ip, family, port, pref, name
+
+    def __repr__(self):
+        return "Target(%r, %r, %r, %r)" % (self.ip, self.port, self.pref, self.name)
+
+    def __eq__(self, other):
+        return isinstance(other, Target) and (self.ip, self.port, self.pref, self.name) == (
+            other.ip, other.port, other.pref, other.name)
+
+
+def normal_ip(text):
+    """(canonical text, family) of an IPv4 or IPv6 address, or None."""
+    for family in (AF_INET, AF_INET6):
+        try:
+            packed = _socket.inet_pton(family, text)
+        except (OSError, ValueError):
+            continue
+        return _socket.inet_ntop(family, packed), family
+    return None
+
+
+def parse_literal(host):
+    """An address literal: 1.2.3.4, [1.2.3.4], [IPv6:2001:db8::1] or [2001:db8::1]; else None.
+
+    Stock also accepts dotted quads with parts over 255 (taken mod 256); here such a
+    name is not a literal, so it goes to DNS and fails there.
+    """
+    try:
+        text = host.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+        if text[:5].lower() == "ipv6:":
+            text = text[5:]
+            found = normal_ip(text)
+            return found if found and found[1] == AF_INET6 else None
+        return normal_ip(text)
+    found = normal_ip(text)
+    return found if found and found[1] == AF_INET else None
+
+
+def apply_prefme(targets, ipme, routed):
+    """Stock's loop protection: if one of my addresses is an MX, use only better MXes.
+
+    prefme is the lowest preference among targets that are mine (NO_MX_ME if none,
+    ROUTED for a smtproutes route); only targets with a strictly lower preference
+    stay. Nothing left: the stock AmbiguousMX bounce.
+    """
+    prefme = ROUTED if routed else min(
+        (t.pref for t in targets if t.ip in ipme), default=NO_MX_ME)
+    kept = [t for t in targets if t.pref < prefme]
+    if not kept:
+        raise failures.AmbiguousMX()
+    return kept

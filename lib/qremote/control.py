@@ -1,0 +1,107 @@
+"""The one reader of control files (relative to the qmail home, as stock).
+
+Stock rules kept: a missing file means "use the default"; any other error reading it
+is a temporary failure; single-value files use their first line only, with trailing
+spaces and tabs removed; list files skip empty lines and lines starting with '#'.
+
+Where stock is silent or unsafe, the rules here: a trailing CR is removed too (files
+edited with CRLF line ends), a value holding another control byte is refused (it
+would go on the wire), a number must be all digits (stock takes a digit prefix and
+silently ignores garbage), and a file larger than MAX_SIZE is refused. Each refusal
+is a Z naming the file, so the message waits while the admin fixes it.
+"""
+
+import os
+
+from . import failures
+from .paths import CONTROL
+
+MAX_SIZE = 1 << 20
+MAX_SECONDS = 10 ** 7  # larger values are clamped: a timeout of 115 days is "forever"
+
+
+def read_bytes(name):
+    """The whole content of control/name, or None if it does not exist."""
+    path = os.path.join(CONTROL, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise failures.ControlUnreadable(name, error.strerror) from None
+    try:
+        chunks = []
+        size = 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_SIZE:
+                raise failures.ControlInvalid(name, "larger than %d bytes" % MAX_SIZE)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as error:
+        raise failures.ControlUnreadable(name, error.strerror) from None
+    finally:
+        os.close(fd)
+
+
+def _no_controls(name, value):
+    if any(c < 32 and c != 9 for c in value) or b"\x7f" in value:
+        raise failures.ControlInvalid(name, "it holds a control character")
+    return value
+
+
+def read_line(name):
+    """The first line of control/name, trailing blanks removed; None if absent."""
+    data = read_bytes(name)
+    if data is None:
+        return None
+    return _no_controls(name, data.split(b"\n", 1)[0].rstrip(b" \t\r"))
+
+
+def read_number(name, default):
+    """An unsigned decimal; the default when the file is absent or empty."""
+    line = read_line(name)
+    if not line:
+        return default
+    if not line.isdigit():
+        raise failures.ControlInvalid(name, "%r is not a number of seconds" % line.decode("latin-1"))
+    return min(int(line), MAX_SECONDS)
+
+
+def read_lines(name):
+    """The meaningful lines of a list file, with their line numbers; None if absent."""
+    data = read_bytes(name)
+    if data is None:
+        return None
+    lines = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        line = line.rstrip(b" \t\r")
+        if line and not line.startswith(b"#"):
+            lines.append((number, _no_controls(name, line)))
+    return lines
+
+
+class Controls:
+    """What qmail-remote needs from control/, read once, in stock's order."""
+
+    __slots__ = ("me", "timeoutremote", "timeoutconnect", "helohost")
+
+    def __init__(self, me, timeoutremote, timeoutconnect, helohost):
+        self.me = me
+        self.timeoutremote = timeoutremote
+        self.timeoutconnect = timeoutconnect
+        self.helohost = helohost
+
+    @classmethod
+    def load(cls):
+        me = read_line("me")
+        timeoutremote = read_number("timeoutremote", 1200)
+        timeoutconnect = read_number("timeoutconnect", 60)
+        helohost = read_line("helohost") or me  # stock would say "HELO " for an empty file
+        if not helohost:
+            raise failures.NoHelohost()
+        return cls(me, timeoutremote, timeoutconnect, helohost)
+

@@ -1,0 +1,42 @@
+"""host (or its smtproutes route) -> the ordered list of Targets to try.
+
+IP literals need no DNS; everything else goes to dns.py, which is imported only
+here and only when a name must be looked up, so a delivery through an IP route
+never loads dnspython.
+"""
+
+from . import failures
+from .candidates import Target, parse_literal
+from .routes import MX
+
+
+def targets_for(host, route, timeoutdns=None):
+    """Targets for host, or the route's relay; raises the stock DNS failures."""
+    if route is not MX:
+        literal = parse_literal(route.relay)
+        if literal is not None:
+            return [Target(literal[0], literal[1], route.port, 0, route.relay)]
+        from . import dns
+        return dns.relay_targets(route.relay, route.port, timeoutdns)
+    literal = parse_literal(host)
+    if literal is not None:
+        return [Target(literal[0], literal[1], 25, 0, host)]
+    from . import dns
+    return dns.mx_targets(host, timeoutdns)
+
+
+def groups(targets):
+    """Consecutive targets of the same MX (name and preference) -> one group each."""
+    grouped = []
+    for target in targets:
+        if grouped and (grouped[-1][0].name, grouped[-1][0].pref) == (target.name, target.pref):
+            grouped[-1].append(target)
+        else:
+            grouped.append([target])
+    return grouped
+
+
+def require_some(targets):
+    if not targets:
+        raise failures.NoAddress()
+    return targets

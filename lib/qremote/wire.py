@@ -1,0 +1,108 @@
+"""The thin I/O shell around the SMTP core: timed reads and writes on two fds.
+
+Rules:
+1. Every wait is bounded by a time.monotonic() deadline: a whole reply must arrive
+   within `timeout` seconds; a write must make progress at least every `timeout`
+   seconds (so a large message over a slow link is fine, a stalled peer is not).
+2. Both fds are made non-blocking, so no single system call can outlive its deadline.
+3. A Channel in "exact" mode (qmail-remote, which hands the socket on to the next
+   program) never takes bytes past the end of a reply off the socket: it peeks,
+   finds the end with the parser, then reads just that much. Greedy mode
+   (qmail-remote-io, the last owner) keeps the surplus for the next reply, which is
+   how pipelined replies that arrive together are read in order.
+"""
+
+import os
+import select
+import time
+
+from .smtp.reply import ReplyParser
+
+READ_SIZE = 65536
+_POLLIN = select.POLLIN | select.POLLPRI
+_POLLOUT = select.POLLOUT
+
+
+class Dropped(Exception):
+    """The connection was closed, failed, or timed out; str() says which."""
+
+
+class Channel:
+    def __init__(self, rfd, wfd, timeout, sock=None):
+        """sock: the socket object behind rfd, for exact mode (peek); None for greedy mode."""
+        self.rfd, self.wfd = rfd, wfd
+        self.timeout = timeout
+        self.sock = sock
+        self.surplus = b""
+        os.set_blocking(rfd, False)
+        if wfd != rfd:
+            os.set_blocking(wfd, False)
+        self._rpoll = select.poll()
+        self._rpoll.register(rfd, _POLLIN)
+        self._wpoll = select.poll()
+        self._wpoll.register(wfd, _POLLOUT)
+
+    def _wait(self, poller, deadline, what):
+        remaining = deadline - time.monotonic()
+        if remaining < 0 or not poller.poll(remaining * 1000.0):
+            raise Dropped("timed out while %s" % what)
+
+    def send(self, data):
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout
+        while view:
+            try:
+                done = os.write(self.wfd, view)
+            except BlockingIOError:
+                self._wait(self._wpoll, deadline, "writing")
+                continue
+            except OSError as error:
+                raise Dropped("write failed: %s" % error.strerror) from None
+            view = view[done:]
+            deadline = time.monotonic() + self.timeout
+
+    def _read(self, deadline):
+        while True:
+            try:
+                if self.sock is not None:
+                    data = self.sock.recv(READ_SIZE, 2)  # 2 = MSG_PEEK
+                else:
+                    data = os.read(self.rfd, READ_SIZE)
+            except BlockingIOError:
+                self._wait(self._rpoll, deadline, "reading")
+                continue
+            except OSError as error:
+                raise Dropped("read failed: %s" % error.strerror) from None
+            if not data:
+                raise Dropped("connection closed by the remote host")
+            return data
+
+    def read_reply(self):
+        """One whole reply; raises Dropped, or ReplyTooLong for an endless one."""
+        parser = ReplyParser()
+        deadline = time.monotonic() + self.timeout
+        if self.surplus:
+            used = parser.feed(self.surplus)
+            self.surplus = self.surplus[used:]
+        while parser.reply is None:
+            data = self._read(deadline)
+            used = parser.feed(data)
+            if self.sock is not None:
+                self._consume(used)
+            else:
+                self.surplus = data[used:]
+        return parser.reply
+
+    def _consume(self, count):
+        """Exact mode: take off the socket the count bytes just peeked at."""
+        while count:
+            count -= len(self.sock.recv(count))
+
+    def unread_bytes(self):
+        """Exact mode: whether the peer has sent anything beyond the last reply."""
+        try:
+            return bool(self.sock.recv(1, 2 | 0x40))  # MSG_PEEK | MSG_DONTWAIT
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False

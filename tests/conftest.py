@@ -1,0 +1,43 @@
+"""Shared fixtures: the chain installed once per test session by package/install (the
+production layout: the commands in QMAILHOME/bin run with -I -S), a scratch qmail home
+per test, and a scripted SMTP server."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "lib"))
+sys.path.insert(0, TOP)
+
+from tests.support.chain import Home  # noqa: E402
+from tests.support.smtpserver import SMTPServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """A qmail tree with qremote installed by package/install; returns its bin directory."""
+    home = tmp_path_factory.mktemp("installed")
+    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", str(home)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(str(home), "bin")
+
+
+@pytest.fixture
+def home(tmp_path, installed):
+    return Home(tmp_path / "qmail", installed)
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(**replies):
+        s = SMTPServer(**replies)
+        servers.append(s)
+        return s
+    yield start
+    for s in servers:
+        s.stop()
