@@ -1,0 +1,83 @@
+"""qmail-remote-io run by hand on a connection given as fds 6/7: by the test itself, and
+under ucspi-tcp's tcpclient when it is installed (CI installs it)."""
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from tests.support.chain import decode_reports
+
+
+def run_io(home, sock, args, message=b"Subject: x\n\nby hand\n"):
+    fd = sock.fileno()
+
+    def onto_6_and_7():
+        os.dup2(fd, 6)
+        os.dup2(fd, 7)
+
+    path = home.message_file(message)
+    with open(path, "rb") as fd0:
+        done = subprocess.run([os.path.join(home.bindir, "qmail-remote-io")] + args, stdin=fd0,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(fd, 6, 7),  # 6 and 7 are made by onto_6_and_7
+                             
+                              preexec_fn=onto_6_and_7, env=home.env(), timeout=60)
+    assert done.returncode == 0
+    return done.stdout
+
+
+def test_fresh_connection_with_greeting_and_ehlo(home, server):
+    s = server()
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    out = run_io(home, sock, ["-g", "-h", "hand.example", "--", "127.0.0.1", "a@src.example", "b@example.org"])
+    sock.close()
+    assert out == b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0"
+    session, = s.wait_sessions()
+    assert session.commands[0] == b"EHLO hand.example"
+    assert session.messages == [b"Subject: x\r\n\r\nby hand\r\n"]
+
+
+def test_after_greeting_and_ehlo_done_elsewhere(home, server):
+    """As qmail-remote hands it over: capabilities in argv, no greeting, no EHLO."""
+    s = server()
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    f = sock.makefile("rwb")
+    f.readline()
+    f.write(b"EHLO elsewhere\r\n")
+    f.flush()
+    while f.readline()[3:4] == b"-":
+        pass
+    out = run_io(home, sock, ["-t", "30", "-c", "PIPELINING,SIZE=1000000", "--",
+                              "127.0.0.1", "", "b@example.org"])
+    sock.close()
+    assert out.endswith(b"K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0")
+    assert s.wait_sessions()[0].commands[1].startswith(b"MAIL FROM:<> SIZE=")
+
+
+def test_usage_errors_are_reports(home):
+    out, status = home.run("qmail-remote-io", ["-x", "--", "ip", "s", "r"])
+    assert status == 0
+    assert decode_reports(out) == [("D", b"qmail-remote-io was invoked improperly: unknown option -x. (#5.3.5)\n")]
+
+
+def test_no_connection_on_fds(home):
+    out, status = home.run("qmail-remote-io", ["--", "127.0.0.1", "s", "r"])
+    assert status == 0
+    letter, text = decode_reports(out)[0]
+    assert letter == "Z" and b"no connection on fds 6 and 7" in text
+
+
+@pytest.mark.skipif(shutil.which("tcpclient") is None, reason="ucspi-tcp's tcpclient is not installed")
+def test_under_tcpclient(home, server):
+    s = server()
+    path = home.message_file(b"Subject: x\n\nvia tcpclient\n")
+    with open(path, "rb") as fd0:
+        done = subprocess.run(["tcpclient", "-RHl0", "127.0.0.1", str(s.port),
+                               os.path.join(home.bindir, "qmail-remote-io"), "-g", "-h", "tcpclient.example",
+                               "--", "127.0.0.1", "a@src.example", "b@example.org"],
+                              stdin=fd0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=home.env(PATH="/usr/bin:/bin"), timeout=60)
+    assert done.stdout == b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0"
+    assert s.wait_sessions()[0].messages == [b"Subject: x\r\n\r\nvia tcpclient\r\n"]
