@@ -56,7 +56,7 @@ class Capabilities:
             keyword = keyword.upper()
             keywords.add(keyword)
             if keyword == "SIZE":
-                if value and not value.isdigit():
+                if value and not (value.isascii() and value.isdigit()):
                     raise ValueError("invalid SIZE value %r" % value)
                 size_limit = int(value or 0)
         return cls(keywords, size_limit)

@@ -14,7 +14,7 @@ Rules:
 
 MAX_TEXT = 5000
 MAX_REPLY = 256 * 1024
-_KEEP_LINE = 1024  # bytes of a line kept while waiting for its LF (the text cap applies later)
+_KEEP_LINE = MAX_TEXT  # bytes of a line kept while waiting for its LF: one line may fill the text
 
 
 class ReplyTooLong(Exception):
@@ -77,8 +77,9 @@ class ReplyParser:
             self._size += stop - pos + (newline >= 0)
             if self._size > MAX_REPLY:
                 raise ReplyTooLong()
-            if len(self._line) < _KEEP_LINE:
-                self._line += data[pos:min(stop, pos + _KEEP_LINE)]
+            room = _KEEP_LINE - len(self._line)  # the same bytes kept however data is split
+            if room > 0:
+                self._line += data[pos:min(stop, pos + room)]
             if newline < 0:
                 return end
             pos = newline + 1
