@@ -11,7 +11,7 @@ address is tried; when none is left, the last such failure is the report.
 import os
 import sys
 
-from .. import addresses, chainargv, connect, control, failures, paths, report, resolve, routes, session
+from .. import addresses, chainargv, connect, control, failures, paths, report, resolve, routes, session, tcpto
 from ..candidates import apply_prefme
 from ..wire import Channel
 
@@ -33,13 +33,16 @@ def deliver(argv, reporter):
     controls = control.Controls.load()
     route = routes.route_for(host)
     addresses.envelope(sender, recipients)  # refuse CR/LF/NUL before any connection
-    targets = resolve.require_some(resolve.targets_for(host, route))
+    targets = resolve.require_some(resolve.targets_for(host, route, controls.timeoutdns))
     from .. import ipme
     targets = apply_prefme(targets, ipme.my_addresses(), routed=route is not routes.MX)
 
+    backoff = tcpto.Backoff()
     last_failure = None
     for group in resolve.groups(targets):
-        sock, target = connect.race(connect.interleave(group), controls.timeoutconnect, _connected_or_not)
+        group = [t for t in group if not backoff.skip(t.ip, t.family)]
+        sock, target = connect.race(connect.interleave(group), controls.timeoutconnect,
+                                    lambda t, error, timed_out: backoff.record(t.ip, t.family, timed_out))
         if sock is None:
             continue
         channel = Channel(sock.fileno(), sock.fileno(), controls.timeoutremote, sock=sock)
@@ -59,10 +62,6 @@ def deliver(argv, reporter):
     raise last_failure or failures.NoConnection()
 
 
-def _connected_or_not(target, error, timed_out):
-    """Outcome of one connection attempt (the tcpto bookkeeping hook)."""
-
-
 def hand_over(sock, target, capabilities, controls, sender, recipients):
     """Exec qmail-remote-io with the connection as fds 6 (read) and 7 (write)."""
     fd = sock.fileno()
@@ -71,7 +70,8 @@ def hand_over(sock, target, capabilities, controls, sender, recipients):
             os.dup2(fd, wanted)
         os.set_inheritable(wanted, True)
     path = paths.sibling(chainargv.IO)
-    argv = chainargv.build_io(path, controls.timeoutremote, capabilities.to_arg(), target.ip, sender, recipients)
+    argv = chainargv.build_io(path, controls.timeoutremote, target.ip, sender, recipients,
+                              capabilities=capabilities.to_arg())
     try:
         os.execv(path, argv)
     except OSError as error:

@@ -1,0 +1,66 @@
+"""qmail-tcpok6: forget every recent IPv6 timeout: zero run/qmail-remote/tcpto6.
+
+Stock qmail-tcpok's twin for qremote's IPv6 table (stock qmail-tcpok clears the IPv4
+one). Under the exclusive lock, zeros are written over the whole file from offset 0;
+the file is never truncated or created, and keeps its size (stock writes a fixed
+1024 bytes: an empty file, which disables the mechanism, would come back enabled).
+Silent on success (exit 0); errors on stderr as `qmail-tcpok6: fatal: ...`, exit 111.
+An admin tool, not run by qmail-rspawn: it writes no report stream.
+"""
+
+import os
+
+from .. import paths, tcpto
+
+FATAL = b"qmail-tcpok6: fatal: "
+CHUNK = 65536
+
+
+class Fatal(Exception):
+    pass
+
+
+def _step(what, call, *args):
+    try:
+        return call(*args)
+    except OSError as error:
+        raise Fatal(FATAL + b"%s: %s\n" % (what, (error.strerror or str(error)).encode())) from None
+
+
+def zero(fd, size):
+    """Write size zero bytes from offset 0 on fd."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    while size > 0:
+        size -= os.write(fd, bytes(min(size, CHUNK)))
+
+
+def clear():
+    home = paths.qmailhome()
+    _step(b"unable to chdir to " + os.fsencode(home), os.chdir, home)
+    full = os.fsencode(os.path.join(home, tcpto.TCPTO6))
+    fd = _step(b"unable to write " + full, os.open, tcpto.TCPTO6, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    _step(b"unable to lock " + full, tcpto.lock, fd)
+    size = _step(b"unable to clear " + full, os.fstat, fd).st_size
+    _step(b"unable to clear " + full, zero, fd, size)
+    os.close(fd)
+
+
+def _write(fd, data):
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
+def main():
+    status = 0
+    try:
+        clear()
+    except Fatal as fatal:
+        _write(2, fatal.args[0])
+        status = 111
+    except BaseException as error:  # noqa: BLE001 - an admin tool still never shows a traceback
+        _write(2, FATAL + b"internal error: %s\n" % type(error).__name__.encode())
+        status = 111
+    os._exit(status)
