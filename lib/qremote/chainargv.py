@@ -9,6 +9,8 @@ qmail-remote-io [options] [--] IP SENDER RECIPIENT...
   -g, --greeting             first read the server's 220 greeting (a fresh connection)
   -h, --ehlo=NAME            say EHLO NAME (HELO if refused) and use what it offers
                              instead of --capabilities
+  -n, --note=TEXT            add "(TEXT)" to the K report (qmail-remote says why the
+                             message went in cleartext after a failed TLS handshake)
 IP is used in report texts only. SENDER and RECIPIENTs are as qmail-remote got them:
 qmail-remote-io checks and quotes them itself, so it can be run by hand.
 
@@ -23,7 +25,7 @@ IO = "qmail-remote-io"
 
 
 class IOOptions:
-    __slots__ = ("timeout", "capabilities", "fdr", "fdw", "greeting", "ehlo",
+    __slots__ = ("timeout", "capabilities", "fdr", "fdw", "greeting", "ehlo", "note",
                  "ip", "sender", "recipients")
 
     def __init__(self):
@@ -32,19 +34,31 @@ class IOOptions:
         self.fdr, self.fdw = 6, 7
         self.greeting = False
         self.ehlo = None
+        self.note = b""
         self.ip = self.sender = None
         self.recipients = []
 
 
-def build_io(path, timeout, capabilities, ip, sender, recipients):
-    """qmail-remote-io's argv as qmail-remote execs it (bytes; addresses raw)."""
-    return [path.encode(), b"-t", b"%d" % timeout, b"-c", capabilities.encode(), b"--",
-            ip.encode(), sender] + list(recipients)
+def build_io(path, timeout, ip, sender, recipients, capabilities=None, ehlo=None, note=b""):
+    """qmail-remote-io's argv as qmail-remote execs it (bytes; addresses raw).
+
+    capabilities: what the cleartext EHLO offered; ehlo: the name to say EHLO with
+    instead (after a TLS handshake, RFC 3207 wants EHLO again).
+    """
+    argv = [path.encode(), b"-t", b"%d" % timeout]
+    if ehlo is not None:
+        argv += [b"-h", ehlo]
+    else:
+        argv += [b"-c", capabilities.encode()]
+    if note:
+        argv += [b"-n", note]
+    return argv + [b"--", ip.encode(), sender] + list(recipients)
 
 
 _IO_VALUED = {"-t": "timeout", "--timeout": "timeout", "-c": "capabilities",
               "--capabilities": "capabilities", "-6": "fdr", "--fdr": "fdr",
-              "-7": "fdw", "--fdw": "fdw", "-h": "ehlo", "--ehlo": "ehlo"}
+              "-7": "fdw", "--fdw": "fdw", "-h": "ehlo", "--ehlo": "ehlo",
+              "-n": "note", "--note": "note"}
 _IO_NUMERIC = ("timeout", "fdr", "fdw")
 
 
@@ -74,10 +88,10 @@ def parse_io(argv):
                 raise failures.UsageIO(IO, "option %s needs a value" % name)
             value = args[i].decode("utf-8", "surrogateescape")
         if field in _IO_NUMERIC:
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):  # str.isdigit() also takes "²"
                 raise failures.UsageIO(IO, "option %s needs a number" % name)
             value = int(value)
-        elif field == "ehlo":
+        elif field in ("ehlo", "note"):
             value = os.fsencode(value)
         setattr(options, field, value)
         i += 1
@@ -88,3 +102,61 @@ def parse_io(argv):
     options.sender = rest[1]
     options.recipients = rest[2:]
     return options
+
+
+# --- qmail-remote's internal resume option ---
+#
+# qmail-remote --qremote-resume=STATE host sender recip... [-- WHY]
+#
+# tlsc-io execs this when a TLS handshake fails (its failure continuation), so that the
+# connection loop goes on where it stood, without DNS. STATE is the tlspolicy.Plan:
+#   PASS ; ATTEMPTS ; LATER ; REASONS
+# ATTEMPTS: comma-separated ip/port/pref/hex(name)/flags/hex(note), flags "c" = cleartext;
+# LATER: ip/port/pref/hex(name); REASONS: hex(ip)/hex(why). The first attempt is the one
+# whose handshake failed. Only this exact prefix in argv[1] is recognised: no domain
+# can start with it, and stock's argv shape stays otherwise untouched.
+
+RESUME = "--qremote-resume="
+
+
+def _target_fields(target):
+    return "%s/%d/%d/%s" % (target.ip, target.port, target.pref, target.name.hex())
+
+
+def _target_from(fields):
+    from .candidates import Target, normal_ip
+
+    ip, port, pref, name = fields[:4]
+    found = normal_ip(ip)
+    if found is None:
+        raise ValueError("bad address %r" % ip)
+    return Target(found[0], found[1], int(port), int(pref), bytes.fromhex(name))
+
+
+def encode_resume(plan):
+    attempts = ",".join("%s/%s/%s" % (_target_fields(a.target), "c" if a.cleartext else "", a.note.hex())
+                        for a in plan.todo)
+    later = ",".join(_target_fields(t) for t in plan.later)
+    reasons = ",".join("%s/%s" % (ip.hex(), why.hex()) for ip, why in plan.reasons)
+    return RESUME + ";".join(["%d" % plan.pass_no, attempts, later, reasons])
+
+
+def take_resume(argv):
+    """(STATE or None, argv without the resume option)."""
+    if len(argv) > 1 and argv[1].startswith(RESUME):
+        return argv[1][len(RESUME):], [argv[0]] + argv[2:]
+    return None, argv
+
+
+def decode_resume(state, policy):
+    """The Plan encoded in STATE; raises ValueError when it is malformed."""
+    from .tlspolicy import Attempt, Plan
+
+    pass_no, attempts, later, reasons = state.split(";")
+    todo = []
+    for item in filter(None, attempts.split(",")):
+        fields = item.split("/")
+        todo.append(Attempt(_target_from(fields), cleartext=fields[4] == "c", note=bytes.fromhex(fields[5])))
+    kept = [_target_from(item.split("/")) for item in filter(None, later.split(","))]
+    why = [tuple(bytes.fromhex(x) for x in item.split("/")) for item in filter(None, reasons.split(","))]
+    return Plan(policy, todo, kept, why, int(pass_no))

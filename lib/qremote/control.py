@@ -87,13 +87,14 @@ def read_lines(name):
 class Controls:
     """What qmail-remote needs from control/, read once, in stock's order."""
 
-    __slots__ = ("me", "timeoutremote", "timeoutconnect", "helohost")
+    __slots__ = ("me", "timeoutremote", "timeoutconnect", "helohost", "timeoutdns")
 
-    def __init__(self, me, timeoutremote, timeoutconnect, helohost):
+    def __init__(self, me, timeoutremote, timeoutconnect, helohost, timeoutdns=0):
         self.me = me
         self.timeoutremote = timeoutremote
         self.timeoutconnect = timeoutconnect
         self.helohost = helohost
+        self.timeoutdns = timeoutdns  # seconds per DNS stage; 0: only dns.py's overall cap
 
     @classmethod
     def load(cls):
@@ -103,5 +104,38 @@ class Controls:
         helohost = read_line("helohost") or me  # stock would say "HELO " for an empty file
         if not helohost:
             raise failures.NoHelohost()
-        return cls(me, timeoutremote, timeoutconnect, helohost)
+        timeoutdns = read_number("timeoutdns", 0)
+        return cls(me, timeoutremote, timeoutconnect, helohost, timeoutdns)
 
+
+
+def tls_policy():
+    """The STARTTLS policy from trustanchors, tlsstrictness, clientcert, clientkey.
+
+    Without trustanchors (missing, empty, or only a newline) STARTTLS is never tried
+    and the other three files are not read. The files they name must be readable now:
+    a typo gives a Z naming it before any connection, not a failed handshake later.
+    """
+    from .tlspolicy import Policy
+
+    anchors = read_line("trustanchors")
+    if not anchors:
+        return Policy()
+    strictness = read_number("tlsstrictness", 0)
+    if strictness > 2:
+        raise failures.ControlInvalid("tlsstrictness", "%d is not 0, 1 or 2" % strictness)
+    clientcert = read_line("clientcert") or None
+    clientkey = read_line("clientkey") or None
+    if clientkey and not clientcert:
+        raise failures.ControlInvalid("clientkey", "there is no control/clientcert to go with it")
+    for name, path in (("trustanchors", anchors), ("clientcert", clientcert), ("clientkey", clientkey)):
+        if path is None:
+            continue
+        try:
+            if path.endswith(b"/"):
+                os.listdir(path)
+            else:
+                os.close(os.open(path, os.O_RDONLY))
+        except OSError as error:
+            raise failures.TLSFileUnusable(name, path, error.strerror) from None
+    return Policy(strictness, anchors, clientcert, clientkey)

@@ -117,6 +117,19 @@ class NoHelohost(_Fixed):
     message = b"Unable to read control files: neither control/helohost nor control/me gives a name. (#4.3.0)\n"
 
 
+class NullMX(Failure):
+    """RFC 7505: the domain publishes a single MX "0 ." to say it takes no mail."""
+
+    letter = D
+
+    def __init__(self, host):
+        super().__init__(host)
+        self.host = host
+
+    def text(self):
+        return b"Sorry, %s does not accept mail: it publishes a null MX (RFC 7505). (#5.1.10)\n" % safe_name(self.host)
+
+
 class DnsHard(Failure):
     letter = D
 
@@ -189,6 +202,34 @@ class NoChannel(Failure):
     def text(self):
         return b"%s: no connection on fds %d and %d: %s. (#4.3.0)\n" % (
             self.program.encode(), self.fdr, self.fdw, self.reason.encode())
+
+
+class TLSFileUnusable(Failure):
+    """A file named by a TLS control file (trustanchors, clientcert, clientkey) cannot be used."""
+
+    def __init__(self, control, path, reason):
+        super().__init__(control, path, reason)
+        self.control, self.path, self.reason = control, path, reason
+
+    def text(self):
+        return b"Unable to use %s named by control/%s: %s. (#4.3.0)\n" % (
+            safe_name(self.path), self.control.encode(), self.reason.encode())
+
+
+class TLSRequired(Failure):
+    """tlsstrictness 2 and no server would take the message over verified TLS."""
+
+    MAX_REASONS = 8
+
+    def __init__(self, reasons):
+        super().__init__(reasons)
+        self.reasons = reasons  # [(ip bytes, why bytes)]
+
+    def text(self):
+        listed = b"; ".join(b"%s: %s" % (ip, why) for ip, why in self.reasons[:self.MAX_REASONS])
+        more = b"; ..." if len(self.reasons) > self.MAX_REASONS else b""
+        return (b"Sorry, no server would take the message over TLS, as control/tlsstrictness 2 requires (%s%s). "
+                b"(#4.7.5)\n" % (listed, more))
 
 
 # --- failures once connected to IP; each knows the peer's address for its text ---
@@ -281,3 +322,15 @@ class NeedsSmtpUtf8(AtPeer):
     def text(self):
         return (b"Connected to %s but an address is not ASCII and the server does not offer SMTPUTF8. (#5.6.7)\n"
                 % self.ip)
+
+
+class NoResolver(Failure):
+    """No nameserver can be asked: $DNSCACHEIP is unusable or /etc/resolv.conf unreadable."""
+
+    def __init__(self, why):
+        super().__init__(why)
+        self.why = why
+
+    def text(self):
+        # why is built by dns.py; a word from $DNSCACHEIP in it is quoted with repr()
+        return b"Unable to find a DNS server: %s. (#4.3.0)\n" % self.why.encode("ascii", "backslashreplace")
