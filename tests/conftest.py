@@ -41,3 +41,10 @@ def server():
     yield start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """Generated certificates: see tests/support/certs.py."""
+    from tests.support.certs import PKI
+    return PKI(tmp_path_factory.mktemp("pki"))
