@@ -1,0 +1,134 @@
+"""tlsc-io [options] -- [CONTINUATION...] PROG...: a TLS client relay (doc/tlsc-io.html).
+
+Handshake on fds 6/7, then fork twice: the grandchild relays between the TLS
+connection and a socketpair, and this process (its pid kept) execs PROG with fds 6
+and 7 on the cleartext end and SSL_* in the environment. A failed handshake execs
+the failure continuation with TLSC_FAILURE instead, or exits 111 without one.
+"""
+
+import os
+import sys
+
+from .. import tlsargv
+
+USAGE_EXIT, FATAL_EXIT = 100, 111
+
+
+def main():
+    try:
+        run(sys.argv)
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: BLE001 - a traceback helps nobody in a mail chain
+        die("internal error: %s: %s" % (type(error).__name__, error))
+
+
+def die(text, code=FATAL_EXIT):
+    try:
+        os.write(2, ("tlsc-io: %s: %s\n" % ("usage" if code == USAGE_EXIT else "fatal", text))
+                 .encode("utf-8", "replace"))
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def run(argv):
+    try:
+        options = tlsargv.parse_tlsc(argv)
+    except tlsargv.Usage as error:
+        die(str(error), USAGE_EXIT)
+    from ..tls import context as tlscontext
+    from ..tls.relay import TLSConnection
+
+    env = dict(os.environb)
+    for variable in tlscontext.SSL_VARIABLES + (tlscontext.FAILURE_VARIABLE,):
+        env.pop(variable, None)
+    try:
+        context = tlscontext.build(options)
+        connection = TLSConnection(context, options.name, options.fdr, options.fdw)
+        connection.handshake(options.handshake_timeout)
+        clear, relay_end = _pair()
+        _spawn_relay(connection, clear, relay_end, options)
+    except tlscontext.TLSFailure as failure:
+        fail(options, env, failure)
+    except OSError as error:  # socketpair() or fork() failed: local resources
+        fail(options, env, tlscontext.TLSFailure("local", "unable to start the relay: %s" % error.strerror))
+    except Exception as error:  # noqa: BLE001 - a bug must not break the chain: the continuation goes on
+        fail(options, env, tlscontext.TLSFailure("local", "internal error: %s: %s" % (type(error).__name__, error)))
+    for variable, value in tlscontext.environment(connection.sslobj, options.name, options.verify).items():
+        if value is not None:
+            env[variable] = value
+    # PROG's fds 6 and 7 are the cleartext end (dup2'd fds are inheritable); the network is the relay's
+    os.dup2(clear, 6)
+    os.dup2(clear, 7)
+    for fd in {clear, options.fdr, options.fdw} - {6, 7}:
+        _close(fd)
+    execute(options.prog, env)
+
+
+def _pair():
+    from _socket import AF_UNIX, SOCK_STREAM, socketpair
+
+    ours, theirs = socketpair(AF_UNIX, SOCK_STREAM)
+    return ours.detach(), theirs.detach()
+
+
+def _spawn_relay(connection, clear, relay_end, options):
+    """Double fork: the relay is reparented at once, so it never becomes PROG's zombie."""
+    middle = os.fork()
+    if middle == 0:
+        try:
+            if os.fork() == 0:
+                _be_relay(connection, clear, relay_end, options)
+        finally:
+            os._exit(0)
+    os.close(relay_end)
+    os.waitpid(middle, 0)
+
+
+def _be_relay(connection, clear, relay_end, options):
+    try:
+        os.close(clear)
+        # the report pipe (fd 1) and the message (fd 0) must reach EOF when PROG exits
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            if fd != null and fd not in (options.fdr, options.fdw):
+                os.dup2(null, fd)
+        # and nothing else PROG's parent may wait on stays open here: keep only the three sockets
+        low = 3
+        for keep in sorted({options.fdr, options.fdw, relay_end}):
+            if keep >= low:
+                os.closerange(low, keep)
+                low = keep + 1
+        os.closerange(low, 1 << 20)
+        connection.relay(relay_end, options.timeout)
+    finally:
+        os._exit(0)
+
+
+def fail(options, env, failure):
+    """The handshake failed: close the connection, then exec the continuation (or exit 111)."""
+    line = failure.line()
+    for fd in {options.fdr, options.fdw}:
+        _close(fd)
+    if not options.continuation:
+        die(line.decode("ascii"))
+    env[b"TLSC_FAILURE"] = line
+    execute(options.continuation, env)
+
+
+def execute(argv, env):
+    from _signal import SIGPIPE, SIG_DFL, signal
+
+    signal(SIGPIPE, SIG_DFL)  # Python ignores it; PROG should get the usual default
+    try:
+        os.execve(argv[0], argv, env) if b"/" in argv[0] else os.execvpe(argv[0], argv, env)
+    except OSError as error:
+        die("unable to run %s: %s" % (os.fsdecode(argv[0]), error.strerror))
+
+
+def _close(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass

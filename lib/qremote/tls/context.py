@@ -1,0 +1,157 @@
+"""The client SSL context from tlsc-io's options, why a handshake failed, and what it taught.
+
+Rules of this module:
+1. A failure is a TLSFailure(kind, text): kind is one of KINDS, text one line of
+   printable ASCII; the two make TLSC_FAILURE ("KIND: TEXT", at most 300 characters).
+2. The environment handed to PROG uses s6-tlsc's names and formats:
+   SSL_PEER_CERT_HASH is "SHA256:" and the hex SHA-256 of the DER certificate,
+   SSL_PEER_CERT_SUBJECT is "C=.., ST=.., L=.., O=.., OU=.., CN=.." (the parts present,
+   in that order, with ',', '=', '+', '<', '>', '#', '\\' and newline escaped by '\\').
+"""
+
+import os
+
+import _ssl
+
+KINDS = ("local", "timeout", "closed", "verify", "name", "handshake")
+SSL_VARIABLES = (b"SSL_PROTOCOL", b"SSL_CIPHER", b"SSL_TLS_SNI_SERVERNAME", b"SSL_PEER_CERT_HASH",
+                 b"SSL_PEER_CERT_SUBJECT", b"SSL_PEER_VERIFIED")
+FAILURE_VARIABLE = b"TLSC_FAILURE"
+MAX_FAILURE = 300
+_NAME_MISMATCHES = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+class TLSFailure(Exception):
+    def __init__(self, kind, text):
+        super().__init__(kind, text)
+        self.kind = kind
+        self.text = text
+
+    def line(self):
+        """TLSC_FAILURE's value: one printable ASCII line, bounded."""
+        text = "".join(c if " " <= c <= "~" else "?" for c in "%s: %s" % (self.kind, self.text))
+        return text[:MAX_FAILURE].encode("ascii")
+
+
+def _say(path):
+    return os.fsdecode(path)
+
+
+def _reason(error):
+    """OpenSSL's words from an OSError or SSLError, without "(_ssl.c:992)"."""
+    if isinstance(error, _ssl.SSLError):
+        text = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], str) else str(error)
+        cut = text.rfind(" (_ssl.c:")
+        return text[:cut] if cut > 0 else text
+    return error.strerror or str(error)
+
+
+def build(options):
+    """A client _SSLContext for options (tlsargv.TlscOptions); TLSFailure("local") when a file is unusable."""
+    context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    # a relay cannot follow a renegotiation's interleaving sanely, and SMTP never needs one
+    context.options |= _ssl.OP_NO_RENEGOTIATION
+    if options.verify:
+        context.verify_mode = _ssl.CERT_REQUIRED
+        context.check_hostname = True
+    else:
+        context.check_hostname = False
+        context.verify_mode = _ssl.CERT_NONE
+    if options.anchors is not None:
+        _load_anchors(context, options.anchors)
+    if options.cert is not None:
+        try:
+            context.load_cert_chain(os.fsdecode(options.cert),
+                                    None if options.key is None else os.fsdecode(options.key))
+        except OSError as error:  # SSLError is an OSError too
+            where = _say(options.cert) if options.key is None else "%s and %s" % (_say(options.cert), _say(options.key))
+            if getattr(error, "filename", None):
+                where = _say(error.filename)
+            raise TLSFailure("local", "unable to use the client certificate %s: %s" % (where, _reason(error))) from None
+    return context
+
+
+def _load_anchors(context, path):
+    shown = _say(path)
+    try:
+        if path.endswith(b"/"):
+            # OpenSSL reads a hashed directory lazily, during verification: check it is there now
+            if not os.path.isdir(path) or not os.access(path, os.R_OK | os.X_OK):
+                raise TLSFailure("local", "unable to read trust anchors %s: not a readable directory" % shown)
+            context.load_verify_locations(None, os.fsdecode(path))
+        else:
+            context.load_verify_locations(os.fsdecode(path))
+    except TLSFailure:
+        raise
+    except OSError as error:
+        raise TLSFailure("local", "unable to read trust anchors %s: %s" % (shown, _reason(error))) from None
+
+
+def wrap(context, incoming, outgoing, name):
+    """The client SSL object over two memory BIOs, sending NAME as SNI (None: no SNI)."""
+    return context._wrap_bio(incoming, outgoing, False, name)
+
+
+def failure_from(error):
+    """TLSFailure for an exception raised by do_handshake()."""
+    if isinstance(error, _ssl.SSLCertVerificationError):
+        code = getattr(error, "verify_code", None)
+        message = getattr(error, "verify_message", None) or _reason(error)
+        return TLSFailure("name" if code in _NAME_MISMATCHES else "verify", message)
+    if isinstance(error, (_ssl.SSLEOFError, _ssl.SSLZeroReturnError)):
+        return TLSFailure("closed", "the server closed the connection during the handshake")
+    if isinstance(error, _ssl.SSLError):
+        if "UNEXPECTED_EOF" in _reason(error).upper():
+            return TLSFailure("closed", "the server closed the connection during the handshake")
+        return TLSFailure("handshake", _reason(error))
+    return TLSFailure("handshake", str(error))
+
+
+def is_address(name):
+    """An IP address given as NAME: verified as such (iPAddress), and never sent as SNI (RFC 6066)."""
+    return ":" in name or name.replace(".", "").isdigit()
+
+
+def environment(sslobj, name, verified):
+    """{variable: value} (bytes) for PROG after a successful handshake; None values are unset."""
+    env = {
+        b"SSL_PROTOCOL": (sslobj.version() or "").encode("ascii"),
+        b"SSL_CIPHER": ((sslobj.cipher() or ("",))[0]).encode("ascii"),
+        b"SSL_TLS_SNI_SERVERNAME": name.encode("ascii") if name and not is_address(name) else None,
+        b"SSL_PEER_CERT_HASH": None,
+        b"SSL_PEER_CERT_SUBJECT": None,
+        b"SSL_PEER_VERIFIED": b"1" if verified else b"0",
+    }
+    der = sslobj.getpeercert(True)
+    if der:
+        try:
+            from _sha256 import sha256  # builtin in 3.11: hashlib would add its OpenSSL wrapper
+        except ImportError:  # 3.12 renamed it
+            from hashlib import sha256
+        env[b"SSL_PEER_CERT_HASH"] = b"SHA256:" + sha256(der).hexdigest().encode("ascii")
+        chain = sslobj.get_unverified_chain() or ()
+        if chain:
+            env[b"SSL_PEER_CERT_SUBJECT"] = subject_text(chain[0].get_info().get("subject", ()))
+    return env
+
+
+_SUBJECT_ORDER = (("countryName", "C"), ("stateOrProvinceName", "ST"), ("localityName", "L"),
+                  ("organizationName", "O"), ("organizationalUnitName", "OU"), ("commonName", "CN"))
+_ESCAPED = frozenset(",=+<>#\\\n")
+
+
+def subject_text(subject):
+    """s6-tlsc's SSL_PEER_CERT_SUBJECT from ssl's subject form (((key, value),), ...) (bytes)."""
+    found = {}
+    for rdn in subject:
+        for key, value in rdn:
+            found.setdefault(key, value)  # the first of each, as one value per keyword fits
+    parts = []
+    for key, keyword in _SUBJECT_ORDER:
+        if key in found:
+            value = found[key].strip(" ")
+            value = "".join("\\" + c if c in _ESCAPED else c for c in value)
+            parts.append("%s=%s" % (keyword, value))
+    text = ", ".join(parts)
+    # an environment value cannot hold NUL; keep the rest (UTF-8), control bytes shown as '?'
+    return "".join("?" if ord(c) < 32 and c != "\n" else c for c in text).encode("utf-8", "replace") or None

@@ -1,0 +1,118 @@
+"""tlsc-io's argv: what qmail-remote builds, tlsc-io parses back; and the texts tlsc-io
+hands on (TLSC_FAILURE, SSL_PEER_CERT_SUBJECT). No sockets."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qremote import tlsargv
+from qremote.tls.context import TLSFailure, subject_text
+from qremote.tlsargv import Usage, build_tlsc, parse_tlsc
+
+QMAILREMOTE = [b"/var/qmail/bin/qmail-remote", b"--qremote-resume=0;;;", b"example.org", b"a@b", b"c@d"]
+IO = [b"/var/qmail/bin/qmail-remote-io", b"-t", b"1200", b"-h", b"me.example", b"--", b"192.0.2.1", b"a@b", b"c@d"]
+
+
+def test_build_as_qmail_remote_uses_it():
+    argv = build_tlsc("/var/qmail/bin/tlsc-io", "mx.example.org", "/etc/ssl/ca.pem", "/c.pem", "/k.pem", True,
+                      60, 1200, QMAILREMOTE, IO)
+    assert argv == [b"/var/qmail/bin/tlsc-io", b"-k", b"mx.example.org", b"-a", b"/etc/ssl/ca.pem",
+                    b"-c", b"/c.pem", b"-y", b"/k.pem", b"-v", b"-t", b"60", b"-T", b"1200", b"-F", b"5", b"--"] \
+        + QMAILREMOTE + IO
+    options = parse_tlsc(argv)
+    assert options.name == "mx.example.org"
+    assert (options.anchors, options.cert, options.key) == (b"/etc/ssl/ca.pem", b"/c.pem", b"/k.pem")
+    assert options.verify is True
+    assert (options.handshake_timeout, options.timeout, options.fdr, options.fdw) == (60, 1200, 6, 7)
+    assert options.continuation == QMAILREMOTE
+    assert options.prog == IO
+
+
+def test_build_leaves_out_what_is_not_given():
+    argv = build_tlsc(b"tlsc-io", None, None, None, None, False, 5, 0, None, [b"cat"])
+    assert argv == [b"tlsc-io", b"-t", b"5", b"-T", b"0", b"--", b"cat"]
+    options = parse_tlsc(argv)
+    assert options.name is None and options.anchors is None and options.continuation is None
+    assert not options.verify and options.prog == [b"cat"]
+
+
+def test_other_fds_round_trip():
+    options = parse_tlsc(build_tlsc("t", "mx", None, None, None, False, 1, 2, None, ["p"], fdr=3, fdw=4))
+    assert (options.fdr, options.fdw) == (3, 4)
+
+
+def test_defaults_and_long_forms():
+    options = parse_tlsc(["tlsc-io", "--name=mx.test", "--anchors", "/etc/ssl/certs/", "--verify",
+                          "--handshake-timeout=7", "--timeout=9", "--fdr=0", "--fdw", "1", "prog", "-v"])
+    assert options.name == "mx.test" and options.anchors == b"/etc/ssl/certs/" and options.verify
+    assert (options.handshake_timeout, options.timeout, options.fdr, options.fdw) == (7, 9, 0, 1)
+    assert options.prog == [b"prog", b"-v"]  # options end at the first word that is not one
+    assert parse_tlsc(["tlsc-io", "-kmx.test", "prog"]).name == "mx.test"
+    defaults = parse_tlsc(["tlsc-io", "prog"])
+    assert (defaults.handshake_timeout, defaults.timeout) == (60, 1200)
+
+
+def test_server_name_forms():
+    assert parse_tlsc(["t", "-k", "mx.test.", "p"]).name == "mx.test"
+    assert parse_tlsc(["t", "-k", "bücher.example", "p"]).name == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("argv,why", [
+    (["t"], "tlsc-io [-k name]"),
+    (["t", "--"], "tlsc-io [-k name]"),
+    (["t", "-x", "p"], "unknown option -x"),
+    (["t", "-k"], "option -k needs a value"),
+    (["t", "-t", "1.5", "p"], "option -t needs a number"),
+    (["t", "-T", "²", "p"], "option -T needs a number"),
+    (["t", "-F", "2", "--", "a", "b"], "-F 2"),
+    (["t", "-F", "0", "--", "a"], "-F 0"),
+    (["t", "-v", "p"], "-v needs -k"),
+    (["t", "-y", "key", "p"], "-y needs -c"),
+    (["t", "-k", "", "p"], "-k needs a host name"),
+    (["t", "-k", "a..b", "p"], "-k needs a host name"),
+    (["t", "-a", "", "p"], "option -a needs a value"),
+])
+def test_usage_errors(argv, why):
+    with pytest.raises(Usage) as caught:
+        parse_tlsc(argv)
+    assert why in str(caught.value)
+
+
+words = st.lists(st.binary(min_size=1).filter(lambda w: b"\0" not in w), min_size=1, max_size=5)
+
+
+@given(prog=words, continuation=st.one_of(st.none(), words),
+       anchors=st.one_of(st.none(), st.binary(min_size=1).filter(lambda w: b"\0" not in w)),
+       timeouts=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), verify=st.booleans())
+def test_any_command_line_round_trips(prog, continuation, anchors, timeouts, verify):
+    """Whatever the words (even ones that look like options), PROG and the continuation come back whole."""
+    argv = build_tlsc("tlsc-io", "mx.test", anchors, None, None, verify, timeouts[0], timeouts[1], continuation, prog)
+    options = parse_tlsc(argv)
+    assert options.prog == prog
+    assert options.continuation == (continuation or None)
+    assert options.anchors == anchors
+    assert (options.handshake_timeout, options.timeout, options.verify) == (timeouts[0], timeouts[1], verify)
+
+
+def test_failure_line_is_one_bounded_printable_line():
+    line = TLSFailure("handshake", "bad\nthing\x00" + "x" * 400).line()
+    assert line.startswith(b"handshake: bad?thing?")
+    assert len(line) == 300 and line.decode("ascii").isprintable()
+
+
+def test_subject_text_as_s6_tlsc_writes_it():
+    subject = ((("commonName", "mx.example"),), (("countryName", "FR"),), (("organizationName", " A, B+C "),),
+               (("organizationalUnitName", "#1"),), (("emailAddress", "x@y"),), (("commonName", "second"),),)
+    assert subject_text(subject) == b"C=FR, O=A\\, B\\+C, OU=\\#1, CN=mx.example"
+    assert subject_text(()) is None
+
+
+def test_module_is_cheap():
+    """qmail-remote imports tlsargv in every delivery: it must not drag the TLS stack in."""
+    assert "ssl" not in tlsargv.__dict__ and "_ssl" not in tlsargv.__dict__
+
+
+def test_addresses_are_told_from_names():
+    from qremote.tls.context import is_address
+    assert is_address("192.0.2.1") and is_address("2001:db8::1") and is_address("::ffff:192.0.2.1")
+    assert not is_address("mx.example") and not is_address("1.example") and not is_address("xn--bcher-kva.example")
