@@ -61,6 +61,13 @@ def parse_literal(host):
     return found if found and found[1] == AF_INET else None
 
 
+def is_me(ip, ipme):
+    """ip is one of mine; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as a.b.c.d."""
+    if ip in ipme:
+        return True
+    return ip[:7].lower() == "::ffff:" and "." in ip and ip[7:] in ipme
+
+
 def apply_prefme(targets, ipme, routed):
     """Stock's loop protection: if one of my addresses is an MX, use only better MXes.
 
@@ -69,7 +76,7 @@ def apply_prefme(targets, ipme, routed):
     stay. Nothing left: the stock AmbiguousMX bounce.
     """
     prefme = ROUTED if routed else min(
-        (t.pref for t in targets if t.ip in ipme), default=NO_MX_ME)
+        (t.pref for t in targets if is_me(t.ip, ipme)), default=NO_MX_ME)
     kept = [t for t in targets if t.pref < prefme]
     if not kept:
         raise failures.AmbiguousMX()

@@ -10,7 +10,7 @@ qmail-remote-io [options] [--] IP SENDER RECIPIENT...
   -h, --ehlo=NAME            say EHLO NAME (HELO if refused) and use what it offers
                              instead of --capabilities
   -n, --note=TEXT            add "(TEXT)" to the K report (qmail-remote says why the
-                             message went in cleartext after a failed TLS handshake)
+                             message went in cleartext although TLS was wanted)
 IP is used in report texts only. SENDER and RECIPIENTs are as qmail-remote got them:
 qmail-remote-io checks and quotes them itself, so it can be run by hand.
 
@@ -106,13 +106,15 @@ def parse_io(argv):
 
 # --- qmail-remote's internal resume option ---
 #
-# qmail-remote --qremote-resume=STATE host sender recip... [-- WHY]
+# qmail-remote --qremote-resume=STATE host sender recip...   (TLSC_FAILURE in the environment)
 #
 # tlsc-io execs this when a TLS handshake fails (its failure continuation), so that the
 # connection loop goes on where it stood, without DNS. STATE is the tlspolicy.Plan:
-#   PASS ; ATTEMPTS ; LATER ; REASONS
-# ATTEMPTS: comma-separated ip/port/pref/hex(name)/flags/hex(note), flags "c" = cleartext;
-# LATER: ip/port/pref/hex(name); REASONS: hex(ip)/hex(why). The first attempt is the one
+#   PASS ; ATTEMPTS ; LATER ; REASONS ; LAST
+# ATTEMPTS: comma-separated ip/port/pref/hex(name)/flags/hex(note), flags "c" = cleartext,
+# "r" = the reconnection after a failed handshake;
+# LATER: ip/port/pref/hex(name); REASONS: hex(ip)/hex(why); LAST: hex(letter + text) of the
+# last failure of a server before TLS, or empty. The first attempt is the one
 # whose handshake failed. Only this exact prefix in argv[1] is recognised: no domain
 # can start with it, and stock's argv shape stays otherwise untouched.
 
@@ -134,11 +136,13 @@ def _target_from(fields):
 
 
 def encode_resume(plan):
-    attempts = ",".join("%s/%s/%s" % (_target_fields(a.target), "c" if a.cleartext else "", a.note.hex())
-                        for a in plan.todo)
+    attempts = ",".join("%s/%s/%s" % (_target_fields(a.target), ("c" if a.cleartext else "") + (
+        "r" if a.retry else ""), a.note.hex()) for a in plan.todo)
     later = ",".join(_target_fields(t) for t in plan.later)
     reasons = ",".join("%s/%s" % (ip.hex(), why.hex()) for ip, why in plan.reasons)
-    return RESUME + ";".join(["%d" % plan.pass_no, attempts, later, reasons])
+    failure = plan.last_failure
+    last = (failure.letter + failure.text()).hex() if failure is not None else ""
+    return RESUME + ";".join(["%d" % plan.pass_no, attempts, later, reasons, last])
 
 
 def take_resume(argv):
@@ -152,11 +156,23 @@ def decode_resume(state, policy):
     """The Plan encoded in STATE; raises ValueError when it is malformed."""
     from .tlspolicy import Attempt, Plan
 
-    pass_no, attempts, later, reasons = state.split(";")
+    from .failures import Remembered
+
+    pass_no, attempts, later, reasons, last = state.split(";")
     todo = []
     for item in filter(None, attempts.split(",")):
         fields = item.split("/")
-        todo.append(Attempt(_target_from(fields), cleartext=fields[4] == "c", note=bytes.fromhex(fields[5])))
+        if len(fields) != 6 or fields[4] not in ("", "c", "r", "cr"):
+            raise ValueError("bad attempt %r" % item)
+        todo.append(Attempt(_target_from(fields), cleartext="c" in fields[4], note=bytes.fromhex(fields[5]),
+                            retry="r" in fields[4]))
+    if not todo:
+        raise ValueError("no attempt: the first one is the one whose handshake failed")
     kept = [_target_from(item.split("/")) for item in filter(None, later.split(","))]
     why = [tuple(bytes.fromhex(x) for x in item.split("/")) for item in filter(None, reasons.split(","))]
-    return Plan(policy, todo, kept, why, int(pass_no))
+    last = bytes.fromhex(last)
+    if last and last[:1] not in (b"D", b"Z"):
+        raise ValueError("bad last failure")
+    remembered = Remembered(last[:1], last[1:]) if last else None
+    return Plan(policy, todo, kept, why, int(pass_no), remembered)
+

@@ -6,6 +6,11 @@ pass with no connection, or an attempt fails, starts the next one beside those
 still pending. The first to connect wins; the others are closed. Each attempt has
 its own timeoutconnect. Every attempt's outcome is passed to on_result(target,
 error, timed_out) (tcpto bookkeeping), except those abandoned because another won.
+
+sources (control/outgoingip, read by control.py): {family: local address} to bind
+before connecting; a family not in it lets the kernel choose. An address that
+cannot be bound (not on this machine) is the admin's mistake, not the server's:
+it raises failures.SourceUnusable (Z naming the file) and never touches tcpto.
 """
 
 import _socket
@@ -13,14 +18,24 @@ import errno
 import select
 import time
 
+from . import failures
+
 STAGGER = 0.25  # RFC 8305's recommended Connection Attempt Delay
 
 
 def _start(target, source):
-    sock = _socket.socket(target.family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
+    """(socket, connect_ex's errno) of a new attempt, or (None, errno) when none could start."""
     try:
-        if source is not None:
+        sock = _socket.socket(target.family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
+    except OSError as error:
+        return None, error.errno or errno.EIO
+    if source is not None:
+        try:
             sock.bind((source, 0))
+        except OSError as error:
+            sock.close()
+            raise failures.SourceUnusable(source, error.strerror or "bind failed") from None
+    try:
         return sock, sock.connect_ex((target.ip, target.port))
     except OSError as error:
         sock.close()
@@ -51,6 +66,7 @@ def race(targets, timeout, on_result, sources=None, stagger=STAGGER):
                     if sock is not None:
                         sock.close()
                     on_result(target, err, False)
+                    next_start = now  # a failure starts the next attempt at once
                 continue
             wake = min(d for _, _, d in pending.values())
             if queue:

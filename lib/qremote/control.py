@@ -87,14 +87,15 @@ def read_lines(name):
 class Controls:
     """What qmail-remote needs from control/, read once, in stock's order."""
 
-    __slots__ = ("me", "timeoutremote", "timeoutconnect", "helohost", "timeoutdns")
+    __slots__ = ("me", "timeoutremote", "timeoutconnect", "helohost", "timeoutdns", "outgoingip")
 
-    def __init__(self, me, timeoutremote, timeoutconnect, helohost, timeoutdns=0):
+    def __init__(self, me, timeoutremote, timeoutconnect, helohost, timeoutdns=0, outgoingip=None):
         self.me = me
         self.timeoutremote = timeoutremote
         self.timeoutconnect = timeoutconnect
         self.helohost = helohost
         self.timeoutdns = timeoutdns  # seconds per DNS stage; 0: only dns.py's overall cap
+        self.outgoingip = outgoingip or {}  # family -> local source address (connect.race's sources)
 
     @classmethod
     def load(cls):
@@ -105,7 +106,29 @@ class Controls:
         if not helohost:
             raise failures.NoHelohost()
         timeoutdns = read_number("timeoutdns", 0)
-        return cls(me, timeoutremote, timeoutconnect, helohost, timeoutdns)
+        return cls(me, timeoutremote, timeoutconnect, helohost, timeoutdns, outgoing_addresses())
+
+
+def outgoing_addresses():
+    """control/outgoingip: {family: address} of the local source addresses to bind.
+
+    One address a line, at most one IPv4 and one IPv6; each is bound for connections
+    of its family, the kernel chooses for the other. Absent or empty: {} (the kernel
+    chooses). Anything else is a Z naming the file and the line.
+    """
+    lines = read_lines("outgoingip")
+    if not lines:
+        return {}
+    from .candidates import normal_ip
+    found = {}
+    for number, line in lines:
+        address = normal_ip(line.strip(b" \t").decode("latin-1"))
+        if address is None:
+            raise failures.ControlInvalid("outgoingip", "line %d is not an IPv4 or IPv6 address" % number)
+        if address[1] in found:
+            raise failures.ControlInvalid("outgoingip", "line %d: a second address of the same family" % number)
+        found[address[1]] = address[0]
+    return found
 
 
 

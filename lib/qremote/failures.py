@@ -334,3 +334,101 @@ class NoResolver(Failure):
     def text(self):
         # why is built by dns.py; a word from $DNSCACHEIP in it is quoted with repr()
         return b"Unable to find a DNS server: %s. (#4.3.0)\n" % self.why.encode("ascii", "backslashreplace")
+
+
+# --- TLS ---
+# Reasons an address was not used over TLS (tlspolicy.Plan keeps them for TLSRequired),
+# the note a cleartext fallback adds to K, and the K text over TLS.
+
+TLS_NOT_OFFERED = b"no STARTTLS offered"
+TLS_INJECTION = b"plaintext after the STARTTLS reply (response injection)"
+NO_TLS_NOTE = b"sent in cleartext: no server would do TLS"
+
+_TLS_KINDS = {  # tlsc-io's TLSC_FAILURE kinds (notes/tlsc-io-spec.md)
+    "verify": b"certificate not trusted: %s",
+    "name": b"certificate name mismatch: %s",
+    "timeout": b"TLS handshake timed out: %s",
+    "closed": b"connection closed during the TLS handshake: %s",
+    "local": b"unusable TLS file: %s",
+}
+
+
+def tls_reason(kind, text):
+    """Why a handshake failed, from tlsc-io's failure kind and text (bytes)."""
+    if kind == "injection":
+        return TLS_INJECTION
+    return _TLS_KINDS.get(kind, b"TLS handshake error: %s") % safe_text(text)
+
+
+def safe_text(text):
+    """Peer- or library-provided text inside a report line: printable ASCII only."""
+    return bytes(c if 32 <= c <= 126 else 63 for c in text)
+
+
+def starttls_refused(reply_text):
+    """The reason for a STARTTLS answered with other than 220: the reply's last line."""
+    return b"STARTTLS refused: " + reply_text.rstrip(b"\n").split(b"\n")[-1]
+
+
+def cleartext_note(why):
+    return b"sent in cleartext: the TLS handshake failed (%s)" % why
+
+
+def accepted_text(text, protocol=None, cipher=None, verified=False, note=b""):
+    """K text with how the message travelled added to its first line:
+    "IP accepted message. (TLSv1.3 verified, cipher X)" or "(NOTE)" for a cleartext fallback."""
+    first, newline, rest = text.partition(b"\n")
+    if protocol:
+        first += b" (%s %s" % (safe_text(protocol), b"verified" if verified else b"unverified")
+        first += b", cipher %s)" % safe_text(cipher) if cipher else b")"
+    if note:
+        first += b" (%s)" % safe_text(note)
+    return first + newline + rest
+
+
+class TLSLocal(Failure):
+    """tlsc-io could not use a file named by a TLS control file (its text names the file)."""
+
+    def __init__(self, why):
+        super().__init__(why)
+        self.why = why
+
+    def text(self):
+        return b"Unable to start TLS: %s. (#4.3.0)\n" % safe_text(self.why)
+
+
+# --- DNS and connections ---
+
+class SourceUnusable(Failure):
+    """control/outgoingip names an address this machine cannot connect from."""
+
+    def __init__(self, address, reason):
+        super().__init__(address, reason)
+        self.address, self.reason = address, reason
+
+    def text(self):
+        return b"Unable to bind the source address %s named by control/outgoingip: %s. (#4.3.0)\n" % (
+            self.address.encode("ascii", "replace"), self.reason.encode("ascii", "replace"))
+
+
+class ResumeInvalid(Failure):
+    """qmail-remote --qremote-resume=STATE with a STATE it cannot read (only tlsc-io should pass it)."""
+
+    def __init__(self, why):
+        super().__init__(why)
+        self.why = why
+
+    def text(self):
+        return b"qmail-remote: invalid --qremote-resume state (an internal option): %s. (#4.3.0)\n" % (
+            safe_text(self.why.encode("ascii", "replace")[:200]))
+
+
+class Remembered(Failure):
+    """A failure carried over a --qremote-resume (letter and text as they were)."""
+
+    def __init__(self, letter, message):
+        super().__init__(letter, message)
+        self.letter, self.message = letter, message
+
+    def text(self):
+        return self.message

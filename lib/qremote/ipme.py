@@ -2,16 +2,22 @@
 
 control/ipme, when it exists, lists them (IPv4 and IPv6, one per line; '#' comments).
 Otherwise they are read from the kernel, so that out of the box the behaviour
-matches stock (which asks SIOCGIFCONF, IPv4 only): every IPv4 address the kernel
-calls a local host address (/proc/net/fib_trie, "/32 host LOCAL") and every IPv6
-address of every interface (/proc/net/if_inet6). 0.0.0.0 and :: always count, as
-0.0.0.0 does in stock: connecting to them reaches this machine.
+matches stock: the IPv4 address of every interface that is up, as stock asks them
+(SIOCGIFCONF, one entry per address, then SIOCGIFFLAGS for IFF_UP), and every IPv6
+address of every interface (/proc/net/if_inet6; stock has no IPv6). 0.0.0.0 and ::
+always count, as 0.0.0.0 does in stock: connecting to them reaches this machine.
+(Not /proc/net/fib_trie: with a full routing table it is megabytes per delivery.)
 """
+
+import _socket
 
 from . import control, failures
 from .candidates import normal_ip
 
 ALWAYS = ("0.0.0.0", "::")
+SIOCGIFCONF, SIOCGIFFLAGS, IFF_UP = 0x8912, 0x8913, 0x1
+IFNAMSIZ = 16
+MAX_IFCONF = 1 << 22  # bytes: about 100000 addresses
 
 
 def from_control(lines):
@@ -24,15 +30,40 @@ def from_control(lines):
     return found
 
 
+def interface_ipv4():
+    """{address} of the IPv4 interfaces that are up (stock's ipme_init)."""
+    import array
+    import fcntl
+    import struct
+    ifreq = IFNAMSIZ + (24 if struct.calcsize("P") == 8 else 16)  # the union holds a struct ifmap
+    found = set()
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        size = 64 * ifreq
+        while True:
+            buffer = array.array("B", bytes(size))
+            request = struct.pack("iL", size, buffer.buffer_info()[0])
+            length = struct.unpack("iL", fcntl.ioctl(sock.fileno(), SIOCGIFCONF, request))[0]
+            if length + ifreq <= size or size >= MAX_IFCONF:
+                break  # room to spare: nothing was left out
+            size *= 2
+        entries = buffer.tobytes()[:length]
+        for at in range(0, length - ifreq + 1, ifreq):
+            entry = entries[at:at + ifreq]
+            if struct.unpack_from("H", entry, IFNAMSIZ)[0] != _socket.AF_INET:  # host byte order
+                continue
+            flags = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, entry[:IFNAMSIZ] + bytes(ifreq - IFNAMSIZ))
+            if struct.unpack_from("H", flags, IFNAMSIZ)[0] & IFF_UP:
+                found.add(_socket.inet_ntop(_socket.AF_INET, entry[IFNAMSIZ + 4:IFNAMSIZ + 8]))
+    finally:
+        sock.close()
+    return found
+
+
 def from_kernel():
     found = set(ALWAYS)
     try:
-        with open("/proc/net/fib_trie", "rb") as trie:
-            previous = b""
-            for line in trie:
-                if line.strip() == b"/32 host LOCAL" and b"|--" in previous:
-                    found.add(previous.split(b"|--")[1].strip().decode("ascii"))
-                previous = line
+        found |= interface_ipv4()
     except OSError:
         raise failures.NoResources() from None
     try:

@@ -25,17 +25,6 @@ def targets_for(host, route, timeoutdns=None):
     return dns.mx_targets(host, timeoutdns)
 
 
-def groups(targets):
-    """Consecutive targets of the same MX (name and preference) -> one group each."""
-    grouped = []
-    for target in targets:
-        if grouped and (grouped[-1][0].name, grouped[-1][0].pref) == (target.name, target.pref):
-            grouped[-1].append(target)
-        else:
-            grouped.append([target])
-    return grouped
-
-
 def require_some(targets):
     if not targets:
         raise failures.NoAddress()

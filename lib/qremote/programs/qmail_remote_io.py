@@ -1,6 +1,7 @@
 """qmail-remote-io [options] -- ip sender recip...: the SMTP transaction on fds 6/7.
 
-Reads like stock's smtp(): optional greeting and EHLO (by hand, or after TLS),
+Reads like stock's smtp(): optional greeting and EHLO (by hand, or after TLS: then
+only what the EHLO inside TLS offers is used, RFC 3207),
 then the transaction (smtp/transaction.py) driven over a Channel, the message
 streamed through the encoder, and the reports written as the replies come in.
 The message on fd 0 is read twice only when it is a regular file and the server
@@ -43,7 +44,15 @@ def deliver(argv, reporter):
         session.quit(channel)
         raise
     session.quit(channel)
-    reporter.final(failures.K, transaction.accepted_text())
+    reporter.final(failures.K, accepted_text(transaction, options.note))
+
+
+def accepted_text(transaction, note):
+    """The K text, saying how the message travelled: over TLS (tlsc-io's SSL_* variables,
+    which exist only when it ran us), or in cleartext although TLS was wanted (the note)."""
+    environ = os.environb
+    return failures.accepted_text(transaction.accepted_text(), environ.get(b"SSL_PROTOCOL"),
+                                  environ.get(b"SSL_CIPHER"), environ.get(b"SSL_PEER_VERIFIED") == b"1", note)
 
 
 # Failures after which the server is still listening: say QUIT before reporting.

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Benchmark of parallel DNS (issue 3): prints figures, never passes or fails.
+
+  python3 tests/bench/bench_dns.py [--runs N] [--delay SECONDS]
+
+A domain with 3 MX targets, each with an A and an AAAA record, served by the wire stub
+(tests/support/dnsserver.py), which holds every answer back by --delay (100 ms), each
+answer on its own timer (a slow resolver, not a slow queue). The installed qmail-remote
+delivers to it with DNSCACHEIP pointing at the stub; the figure is the time from
+starting qmail-remote to the first SMTP byte (the server's greeting, sent as it
+accepts the connection), median of --runs. The same with no delay gives the floor
+(interpreter, imports, control files); the difference divided by the delay is the
+number of resolver round trips the delivery waited for (the lookup alone, timed
+in this process with qremote.dns, gives the same count without process noise): 2 when the MX query and then
+all six address queries go out at once, 7 when asked one after another (stock asks
+MX then A per target: 4, without AAAA). The stub's log gives the same count directly:
+the number of waves of queries, a new wave starting with a query that arrives after
+an answer went out.
+
+MX targets are reached on port 25, so it needs root (it says so and stops otherwise).
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, TOP)
+
+sys.path.insert(0, os.path.join(TOP, "lib"))
+
+from qremote import dns as qdns  # noqa: E402
+from tests.bench import common  # noqa: E402
+from tests.support.dnsserver import DNSServer  # noqa: E402
+
+DOMAIN = "example.test"
+SERVER_IP = "127.0.53.41"
+STOCK_C = "411 ms = 4 round trips (stock, sequential, no AAAA); skarnet 212 ms = 2 round trips"
+
+
+class Greeter:
+    """Port 25 on SERVER_IP: notes when each connection is accepted, greets, reads EHLO, says 421."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((SERVER_IP, 25))
+        self.listener.listen(16)
+        self.accepted = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            try:
+                with conn:
+                    conn.settimeout(10)
+                    conn.sendall(b"220 bench.test ESMTP\r\n")
+                    conn.recv(1024)
+                    conn.sendall(b"421 bench over\r\n")
+            except OSError:
+                pass
+
+    def stop(self):
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+
+
+def waves(events):
+    """Sequential rounds of queries in a stub's event log."""
+    count, answered_since = 0, True
+    for kind, _, _ in events:
+        if kind == "query" and answered_since:
+            count += 1
+            answered_since = False
+        elif kind == "answer":
+            answered_since = True
+    return count
+
+
+def one_run(bindir, home, dns_server, message):
+    dns_server.events.clear()
+    greeter_mark = len(GREETER.accepted)
+    env = {"PATH": "/usr/bin:/bin", "QMAILHOME": home, "DNSCACHEIP": dns_server.address()}
+    with open(message, "rb") as stdin:
+        start = time.monotonic()
+        done = subprocess.run([os.path.join(bindir, "qmail-remote"), DOMAIN, "s@src.example", "r@" + DOMAIN],
+                              stdin=stdin, stdout=subprocess.PIPE, env=env, timeout=120)
+    if len(GREETER.accepted) <= greeter_mark:
+        raise SystemExit("bench: qmail-remote never reached the server: %r" % done.stdout[:300])
+    return GREETER.accepted[greeter_mark] - start, waves(dns_server.events)
+
+
+GREETER = None
+
+
+def main():
+    global GREETER
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--delay", type=float, default=0.1)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_dns: MX targets are reached on port 25; run as root. No figures.")
+        return
+    scratch = common.scratch_dir()
+    try:
+        home = os.path.join(scratch, "qmail")
+        bindir, interpreter = common.install_chain(home)
+        common.Home(home).control("ipme", "127.0.0.1\n")
+        message = os.path.join(scratch, "message")
+        with open(message, "wb") as out:
+            out.write(b"Subject: bench\n\nhello\n")
+        GREETER = Greeter()
+        dns_server = DNSServer()
+        dns_server.add(DOMAIN, "MX", "10 mx1.%s." % DOMAIN, "20 mx2.%s." % DOMAIN, "30 mx3.%s." % DOMAIN)
+        dns_server.add("mx1." + DOMAIN, "A", SERVER_IP).add("mx1." + DOMAIN, "AAAA", "2001:db8::1")
+        for n in (2, 3):
+            dns_server.add("mx%d.%s" % (n, DOMAIN), "A", "192.0.2.%d" % n)
+            dns_server.add("mx%d.%s" % (n, DOMAIN), "AAAA", "2001:db8::%d" % n)
+        print("DNS benchmark: %s, 3 MX x (A + AAAA), %s, %d runs each" % (DOMAIN, interpreter, args.runs))
+        results = {0.0: [], args.delay: []}
+        one_run(bindir, home, dns_server, message)  # warm the page cache and smtproutes state
+        for _ in range(args.runs):  # alternate, so the machine's load weighs on both alike
+            for delay in results:
+                dns_server.delay = delay
+                results[delay].append(one_run(bindir, home, dns_server, message))
+        figures = {delay: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+                   for delay, runs in results.items()}
+        floor, _ = figures[0.0]
+        slow, wave_count = figures[args.delay]
+        print("  start to first SMTP byte, resolver instant        %7.1f ms" % (floor * 1000))
+        print("  start to first SMTP byte, resolver +%3.0f ms/answer %7.1f ms | C: %s" % (
+            args.delay * 1000, slow * 1000, STOCK_C))
+        print("  resolver round trips implied ((slow - instant) / delay) %5.2f | target about 2, not 7" % (
+            (slow - floor) / args.delay))
+        print("  waves of queries seen by the resolver               %5d" % wave_count)
+        servers = qdns.nameservers({"DNSCACHEIP": dns_server.address()})
+        qdns.mx_targets(DOMAIN.encode(), 0, servers)  # dnspython imported before timing
+        lookups = []
+        for _ in range(args.runs):
+            start = time.monotonic()
+            qdns.mx_targets(DOMAIN.encode(), 0, servers)
+            lookups.append(time.monotonic() - start)
+        lookup = statistics.median(lookups)
+        print("  the lookup alone (in process), +%3.0f ms/answer      %7.1f ms = %.2f round trips" % (
+            args.delay * 1000, lookup * 1000, lookup / args.delay))
+        dns_server.stop()
+        GREETER.stop()
+    finally:
+        common.remove(scratch)
+
+
+if __name__ == "__main__":
+    main()

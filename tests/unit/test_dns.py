@@ -1,0 +1,423 @@
+"""DNS and connection decisions without sockets: nameserver lists, the wire codec of one
+question (answers built with dnspython's dns.message, an independent encoder), CNAME
+chains, MX ordering and ties, Null MX, address sharing, the failure each outcome gives,
+deadlines, the ipme/prefme rule, control/outgoingip, the Happy Eyeballs order."""
+
+import os
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from qremote import candidates, connect, control, failures, ipme
+from qremote import dns as qdns
+from qremote.candidates import AF_INET, AF_INET6, Target
+
+N = dns.name.from_text
+
+
+# --- nameservers -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, address, port", [
+    ("127.0.0.1", "127.0.0.1", 53),
+    ("127.0.0.1@5353", "127.0.0.1", 5353),
+    ("::1", "::1", 53),
+    ("[::1]@5353", "::1", 5353),
+    ("0:0::1", "::1", 53),
+    ("fe80::1%lo", "fe80::1%lo", 53),
+])
+def test_parse_server(text, address, port):
+    server = qdns.parse_server(text)
+    assert (server.address, server.port) == (address, port)
+
+
+@pytest.mark.parametrize("text", ["", "localhost", "127.0.0.1@", "127.0.0.1@0", "127.0.0.1@65536",
+                                  "127.0.0.1@x", "1.2.3.4%lo", "256.1.1.1", "::1@53@53"])
+def test_parse_server_refuses(text):
+    assert qdns.parse_server(text) is None
+
+
+def test_dnscacheip_words_and_duplicates():
+    servers = qdns.servers_from_environment(" 127.0.0.1@5300  ::1 127.0.0.1@5300 10.0.0.1 10.0.0.2 ")
+    assert [(s.address, s.port) for s in servers] == [("127.0.0.1", 5300), ("::1", 53), ("10.0.0.1", 53)]
+
+
+def test_dnscacheip_bad_word_is_a_clear_z():
+    with pytest.raises(failures.NoResolver) as caught:
+        qdns.servers_from_environment("127.0.0.1 dns.example")
+    assert caught.value.letter == failures.Z
+    assert b"'dns.example'" in caught.value.text() and caught.value.text().endswith(b"(#4.3.0)\n")
+
+
+def test_blank_dnscacheip_means_resolv_conf(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_bytes(b"# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver bogus\n"
+                     b"nameserver 2001:db8::53\nnameserver 192.0.2.54\nnameserver 192.0.2.55\n")
+    servers = qdns.nameservers({"DNSCACHEIP": "  "}, str(conf))
+    assert [s.address for s in servers] == ["192.0.2.53", "2001:db8::53", "192.0.2.54"]
+    assert [s.address for s in qdns.nameservers({"DNSCACHEIP": "127.0.0.9"}, str(conf))] == ["127.0.0.9"]
+
+
+def test_no_resolv_conf_means_localhost(tmp_path):
+    servers = qdns.nameservers({}, str(tmp_path / "absent"))
+    assert [(s.address, s.port) for s in servers] == [("127.0.0.1", 53)]
+    assert qdns.servers_from_resolv_conf(b"options ndots:2\n")[0].address == "127.0.0.1"
+
+
+# --- the wire ----------------------------------------------------------------------------
+
+def question(name="mx.test", rdtype=qdns.TYPE_MX, ident=0x1234):
+    return qdns.Question(N(name), rdtype, ident)
+
+
+def response_to(q, rcode=dns.rcode.NOERROR, answers=(), tc=False):
+    """An answer to Question q built by dnspython: answers are (owner, type, [values])."""
+    query = dns.message.from_wire(q.wire)
+    response = dns.message.make_response(query)
+    response.set_rcode(rcode)
+    if tc:
+        response.flags |= dns.flags.TC
+    for owner, rdtype, values in answers:
+        rrset = dns.rrset.RRset(N(owner), dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        for value in values:
+            rrset.add(dns.rdata.from_text(dns.rdataclass.IN, rrset.rdtype, value), ttl=60)
+        response.answer.append(rrset)
+    return response.to_wire()
+
+
+def test_question_wire_is_a_standard_recursive_query():
+    q = question()
+    parsed = dns.message.from_wire(q.wire)
+    assert parsed.id == 0x1234 and parsed.flags == dns.flags.RD and not parsed.edns >= 0
+    assert (parsed.question[0].name, parsed.question[0].rdtype) == (N("mx.test"), dns.rdatatype.MX)
+
+
+def test_matches_checks_id_qr_opcode_and_question():
+    q = question()
+    good = response_to(q)
+    assert q.matches(good)
+    assert q.matches(good[:12] + good[12:].upper())  # names compare case-insensitively
+    assert not q.matches(b"\x12\x35" + good[2:])                  # another id
+    assert not q.matches(good[:2] + bytes([good[2] & 0x7F]) + good[3:])  # QR clear: a query
+    assert not q.matches(good[:2] + bytes([good[2] | 0x08]) + good[3:])  # opcode IQUERY
+    assert not q.matches(response_to(question("mx2.test")))       # another question
+    assert not q.matches(response_to(question(rdtype=qdns.TYPE_A)))
+    assert not q.matches(good[:14])
+
+
+def test_read_mx_a_aaaa_and_a_cname_chain():
+    q = question("alias.test", qdns.TYPE_A)
+    packet = response_to(q, answers=[("alias.test", "CNAME", ["real.test."]),
+                                     ("real.test", "A", ["192.0.2.1", "192.0.2.2"]),
+                                     ("other.test", "A", ["192.0.2.9"]),
+                                     ("real.test", "TXT", ['"x"'])])
+    answer = q.read(packet)
+    assert answer.rcode == 0 and not answer.truncated
+    assert sorted(qdns.records_for(N("alias.test"), qdns.TYPE_A, answer.records)) == ["192.0.2.1", "192.0.2.2"]
+    q6 = question("v6.test", qdns.TYPE_AAAA)
+    answer = q6.read(response_to(q6, answers=[("v6.test", "AAAA", ["2001:db8::0:1"])]))
+    assert qdns.records_for(N("v6.test"), qdns.TYPE_AAAA, answer.records) == ["2001:db8::1"]
+    qm = question()
+    answer = qm.read(response_to(qm, answers=[("mx.test", "MX", ["10 a.mx.test.", "0 ."])]))
+    assert sorted(qdns.records_for(N("mx.test"), qdns.TYPE_MX, answer.records)) == [(0, N(".")), (10, N("a.mx.test"))]
+
+
+def test_cname_loop_is_bounded():
+    records = [(N("a.test"), qdns.TYPE_CNAME, N("b.test")), (N("b.test"), qdns.TYPE_CNAME, N("a.test")),
+               (N("a.test"), qdns.TYPE_A, "192.0.2.1")]
+    assert qdns.chain_end(N("a.test"), records) in (N("a.test"), N("b.test"))  # it returns at all
+
+
+def test_read_rcodes_and_truncation():
+    q = question()
+    assert q.read(response_to(q, rcode=dns.rcode.NXDOMAIN)).rcode == qdns.RCODE_NXDOMAIN
+    assert q.read(response_to(q, rcode=dns.rcode.SERVFAIL)).rcode == 2
+    answer = q.read(response_to(q, answers=[("mx.test", "MX", ["10 a.mx.test."])], tc=True))
+    assert answer.truncated and answer.records == []
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p[:-1],                                      # last record cut short
+    lambda p: p[:6] + b"\x00\x05" + p[8:],                 # more records announced than sent
+    lambda p: p[:6] + b"\x00\x02" + p[8:] + b"\xc0",        # a second record: a dangling pointer
+])
+def test_read_malformed(damage):
+    q = question("a.test", qdns.TYPE_A)
+    bad = damage(response_to(q, answers=[("a.test", "A", ["192.0.2.1"])]))
+    with pytest.raises(qdns.Malformed):
+        q.read(bad)
+
+
+def test_read_bad_address_length_and_pointer_loop():
+    q = question("a.test", qdns.TYPE_A)
+    packet = bytearray(response_to(q, answers=[("a.test", "A", ["192.0.2.1"])]))
+    packet[-6:-4] = b"\x00\x03"  # rdlength 3 for an A record
+    with pytest.raises(qdns.Malformed):
+        q.read(bytes(packet[:-1]))
+    loop = bytearray(response_to(q))
+    loop[6:8] = b"\x00\x01"
+    at = len(loop)
+    loop += bytes([0xC0 | (at >> 8), at & 0xFF])  # an owner name that points at itself
+    with pytest.raises(qdns.Malformed):
+        q.read(bytes(loop))
+
+
+def test_fresh_ids_distinct():
+    ids = qdns.fresh_ids(2000)
+    assert len(set(ids)) == 2000 and all(0 <= i < 65536 for i in ids)
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+def test_query_name():
+    assert qdns.query_name(b"Example.ORG") == N("example.org")
+    assert qdns.query_name("b\u00fccher.test".encode()) == N("xn--bcher-kva.test")
+    assert qdns.query_name(b"exa\\109ple.org") is None  # no escapes smuggled in
+    for bad in (b"", b".", b"a..b", b"x" * 64 + b".test", b"\xff\xfe"):
+        assert qdns.query_name(bad) is None
+
+
+def test_order_mx_by_preference_keeping_best_of_duplicates():
+    pairs = [(20, N("b.test")), (10, N("a.test")), (30, N("c.test")), (5, N("b.test"))]
+    assert qdns.order_mx(pairs) == [(5, N("b.test")), (10, N("a.test")), (30, N("c.test"))]
+
+
+def test_order_mx_ties_are_random_and_both_orders_happen():
+    pairs = [(10, N("a.test")), (10, N("b.test")), (20, N("c.test"))]
+    seen = set()
+    for _ in range(200):
+        ordered = qdns.order_mx(pairs)
+        assert ordered[2] == (20, N("c.test"))
+        seen.add(tuple(n.to_text() for _, n in ordered[:2]))
+    assert seen == {("a.test.", "b.test."), ("b.test.", "a.test.")}
+
+
+def test_order_mx_tie_break_comes_from_the_entropy_source():
+    pairs = [(10, N("a.test")), (10, N("b.test"))]
+    high_first = iter([b"\xff" * 8, b"\x00" * 8])
+    assert qdns.order_mx(pairs, lambda n: next(high_first))[0][1] == N("b.test")
+
+
+def test_null_mx():
+    assert qdns.is_null_mx([(0, N("."))])
+    assert not qdns.is_null_mx([(0, N(".")), (10, N("a.test"))])
+    assert not qdns.is_null_mx([(0, N("a.test"))])
+
+
+def test_share_addresses_ipv6_first_and_bounded():
+    v6 = ["2001:db8::%x" % i for i in range(20)]
+    v4 = ["192.0.2.%d" % i for i in range(20)]
+    shared = qdns.share_addresses(v6, v4)
+    assert len(shared) == qdns.MAX_ADDRESSES
+    assert [f for _, f in shared] == [AF_INET6] * 8 + [AF_INET] * 8
+    assert qdns.share_addresses(v6[:2], v4) == [(ip, AF_INET6) for ip in v6[:2]] + [(ip, AF_INET) for ip in v4[:14]]
+    assert qdns.share_addresses([], v4[:1]) == [("192.0.2.0", AF_INET)]
+
+
+def ok(*records):
+    return qdns.Result(qdns.OK, list(records))
+
+
+SOFT, NX, NODATA = qdns.Result(qdns.SOFT), qdns.Result(qdns.NXDOMAIN), qdns.Result(qdns.OK, [])
+
+
+def a(name, ip):
+    return (N(name), qdns.TYPE_A, ip)
+
+
+def aaaa(name, ip):
+    return (N(name), qdns.TYPE_AAAA, ip)
+
+
+def test_mx_list_targets_orders_groups_and_keeps_literal_preference():
+    ordered = [(10, N("b.test")), (10, N("a.test")), (20, N("127.0.0.7"))]
+    results = {N("a.test"): (ok(a("a.test", "192.0.2.1")), ok(aaaa("a.test", "2001:db8::1"))),
+               N("b.test"): (ok(a("b.test", "192.0.2.2")), NODATA)}
+    targets = qdns.mx_list_targets(ordered, results)
+    assert [(t.ip, t.pref, t.name) for t in targets] == [
+        ("192.0.2.2", 10, b"b.test"), ("2001:db8::1", 10, b"a.test"), ("192.0.2.1", 10, b"a.test"),
+        ("127.0.0.7", 20, b"127.0.0.7")]
+
+
+def test_mx_list_targets_failures_as_stock():
+    ordered = [(10, N("a.test")), (20, N("b.test"))]
+    # one target soft, another fine: the fine one is used
+    targets = qdns.mx_list_targets(ordered, {N("a.test"): (SOFT, SOFT),
+                                             N("b.test"): (ok(a("b.test", "192.0.2.2")), NX)})
+    assert [t.ip for t in targets] == ["192.0.2.2"]
+    with pytest.raises(failures.DnsSoft):  # nothing found, something soft: Z
+        qdns.mx_list_targets(ordered, {N("a.test"): (NX, SOFT), N("b.test"): (NX, NX)})
+    with pytest.raises(failures.NoAddress) as caught:  # nothing found, all hard: the stock D #5.4.4
+        qdns.mx_list_targets(ordered, {N("a.test"): (NX, NX), N("b.test"): (NODATA, NODATA)})
+    assert caught.value.letter == failures.D and b"#5.4.4" in caught.value.text()
+
+
+def test_one_name_targets():
+    targets = qdns.one_name_targets(N("relay.test"), b"relay.test", 2525,
+                                    (ok(a("relay.test", "192.0.2.3")), ok(aaaa("relay.test", "::1"))))
+    assert [(t.ip, t.port, t.pref, t.name) for t in targets] == [("::1", 2525, 0, b"relay.test"),
+                                                                 ("192.0.2.3", 2525, 0, b"relay.test")]
+    with pytest.raises(failures.DnsSoft):
+        qdns.one_name_targets(N("r.test"), b"r.test", 25, (NODATA, SOFT))
+    with pytest.raises(failures.DnsHard) as caught:
+        qdns.one_name_targets(N("r.test"), b"r.test", 25, (NX, NODATA))
+    assert caught.value.text() == b"Sorry, I couldn't find any host named r.test. (#5.1.2)\n"
+
+
+def test_failure_texts():
+    assert failures.DnsSoft().text() == b"Sorry, I couldn't find any host by that name. (#4.1.2)\n"
+    assert failures.DnsHard(b"nx test").text() == b"Sorry, I couldn't find any host named nx?test. (#5.1.2)\n"
+    null = failures.NullMX(b"null.test")
+    assert null.letter == failures.D and b"null.test does not accept mail" in null.text()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_deadlines_per_stage_or_overall_cap():
+    clock = FakeClock()
+    per_stage = qdns.Deadlines(5, clock)
+    assert per_stage.next_stage() == 105.0
+    clock.now = 103.0
+    assert per_stage.next_stage() == 108.0  # each stage gets its own timeoutdns
+    capped = qdns.Deadlines(0, clock)
+    clock.now = 150.0
+    assert capped.next_stage() == 103.0 + qdns.OVERALL_CAP  # one cap for all stages
+    assert qdns.Deadlines(None, clock).next_stage() == 150.0 + qdns.OVERALL_CAP
+
+
+def test_retry_wait_doubles_per_round_of_servers():
+    assert [qdns.retry_wait(n, 1) for n in range(1, 6)] == [1, 2, 4, 4, 4]
+    assert [qdns.retry_wait(n, 3) for n in range(1, 8)] == [1, 1, 1, 2, 2, 2, 4]
+
+
+# --- ipme, prefme ------------------------------------------------------------------------
+
+def t(ip, pref, family=AF_INET):
+    return Target(ip, family, 25, pref, b"mx")
+
+
+def test_prefme_keeps_only_strictly_better_mxes():
+    me = {"0.0.0.0", "::", "127.0.0.1"}
+    targets = [t("192.0.2.1", 10), t("127.0.0.1", 20), t("192.0.2.3", 20), t("192.0.2.4", 30)]
+    assert candidates.apply_prefme(targets, me, routed=False) == targets[:1]
+    assert candidates.apply_prefme(targets, {"0.0.0.0"}, routed=False) == targets
+
+
+def test_prefme_best_mx_is_me_bounces_as_stock():
+    with pytest.raises(failures.AmbiguousMX) as caught:
+        candidates.apply_prefme([t("127.0.0.1", 10), t("192.0.2.2", 20)], {"127.0.0.1"}, routed=False)
+    assert caught.value.letter == failures.D and caught.value.text().endswith(b"(#5.4.6)\n")
+    assert b"\n" in caught.value.text()[:-1]  # stock's embedded LF, one report
+
+
+def test_prefme_routed_skips_the_rule_and_v4_mapped_counts():
+    mine = [t("127.0.0.1", 0)]
+    assert candidates.apply_prefme(mine, {"127.0.0.1"}, routed=True) == mine
+    with pytest.raises(failures.AmbiguousMX):
+        candidates.apply_prefme([t("::ffff:127.0.0.1", 0, AF_INET6)], {"127.0.0.1"}, routed=False)
+
+
+def test_ipme_from_control():
+    found = ipme.from_control([(1, b"127.0.0.2"), (3, b" 2001:DB8::1 ")])
+    assert found == {"0.0.0.0", "::", "127.0.0.2", "2001:db8::1"}
+    with pytest.raises(failures.ControlInvalid) as caught:
+        ipme.from_control([(1, b"127.0.0.2"), (2, b"me.example")])
+    assert b"control/ipme" in caught.value.text() and b"line 2" in caught.value.text()
+
+
+def test_ipme_from_kernel_has_loopback():
+    found = ipme.from_kernel()
+    assert "127.0.0.1" in found and "0.0.0.0" in found
+    assert "127.0.0.2" not in found  # only exact addresses, as stock
+    if os.path.exists("/proc/net/if_inet6") and b"00000000000000000000000000000001" in open(
+            "/proc/net/if_inet6", "rb").read():
+        assert "::1" in found
+
+
+# --- control/outgoingip --------------------------------------------------------------------
+
+@pytest.fixture
+def controldir(tmp_path, monkeypatch):
+    (tmp_path / "control").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "control"
+
+
+def test_outgoingip_absent_or_empty(controldir):
+    assert control.outgoing_addresses() == {}
+    (controldir / "outgoingip").write_bytes(b"# nothing\n\n")
+    assert control.outgoing_addresses() == {}
+
+
+def test_outgoingip_one_of_each_family(controldir):
+    (controldir / "outgoingip").write_bytes(b"2001:DB8::25\r\n# v4:\n192.0.2.25\n")
+    assert control.outgoing_addresses() == {AF_INET6: "2001:db8::25", AF_INET: "192.0.2.25"}
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"192.0.2.1\n192.0.2.2\n", b"line 2: a second address of the same family"),
+    (b"mail.example\n", b"line 1 is not an IPv4 or IPv6 address"),
+    (b"192.0.2.1/24\n", b"line 1 is not"),
+])
+def test_outgoingip_malformed_is_a_clear_z(controldir, content, why):
+    (controldir / "outgoingip").write_bytes(content)
+    with pytest.raises(failures.ControlInvalid) as caught:
+        control.outgoing_addresses()
+    assert caught.value.letter == failures.Z
+    assert caught.value.text().startswith(b"Invalid control file control/outgoingip: ") and why in caught.value.text()
+
+
+def test_source_unusable_text():
+    failure = failures.SourceUnusable("192.0.2.1", "Cannot assign requested address")
+    assert failure.letter == failures.Z
+    assert failure.text() == (b"Unable to bind the source address 192.0.2.1 named by control/outgoingip: "
+                              b"Cannot assign requested address. (#4.3.0)\n")
+
+
+# --- Happy Eyeballs order ----------------------------------------------------------------
+
+def test_interleave_alternates_families_starting_with_the_first():
+    v6 = [t("2001:db8::1", 10, AF_INET6), t("2001:db8::2", 10, AF_INET6), t("2001:db8::3", 10, AF_INET6)]
+    v4 = [t("192.0.2.1", 10), t("192.0.2.2", 10)]
+    assert connect.interleave(v6 + v4) == [v6[0], v4[0], v6[1], v4[1], v6[2]]
+    assert connect.interleave(v4 + v6) == [v4[0], v6[0], v4[1], v6[1], v6[2]]
+    assert connect.interleave([]) == []
+
+
+# --- whatever a server sends ------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 65535), st.sampled_from([0, 2, 3]))
+def test_any_answer_body_parses_or_is_malformed(body, count, rcode):
+    q = question("a.test", qdns.TYPE_A)
+    head = q.wire[:2] + bytes([0x81, 0x80 | rcode]) + b"\x00\x01" + count.to_bytes(2, "big") + b"\x00" * 4
+    packet = head + q.section + body
+    assert q.matches(packet)
+    try:
+        answer = q.read(packet)
+    except qdns.Malformed:
+        return
+    assert answer.rcode == rcode
+    for owner, rdtype, value in answer.records:
+        assert rdtype in (qdns.TYPE_A, qdns.TYPE_AAAA, qdns.TYPE_CNAME, qdns.TYPE_MX)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_matches_never_raises(packet):
+    assert question().matches(packet) in (True, False)
