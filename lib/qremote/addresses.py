@@ -6,6 +6,9 @@ the local part is quoted when it is empty, starts or ends with '.', holds "..", 
 holds a byte outside the atom set (letters, digits and !#$%&'*+-./=?^_`{|}~).
 Quoting wraps it in double quotes with a backslash before '"' and '\\'.
 
+An angle bracket in the local part is quoted like any non-atom byte; in the domain (or
+an address without '@') it cannot be quoted, so check() refuses it (stock sends it).
+
 Addresses arrive as bytes (os.fsencode of argv), so 8-bit bytes pass unchanged.
 """
 
@@ -15,8 +18,13 @@ _ATOM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 
 
 def check(role, address):
-    """Refuse an address that would carry a CR, LF or NUL into an SMTP command."""
+    """Refuse an address that would carry a CR, LF or NUL into an SMTP command, or an
+    angle bracket into the part mangle() sends unquoted (the domain, or an address
+    without '@'): "a@b> NOTIFY=NEVER" would end the path early and add parameters."""
     if b"\r" in address or b"\n" in address or b"\0" in address:
+        raise failures.BadAddress(role, address)
+    unquoted = address.rpartition(b"@")[2]
+    if b"<" in unquoted or b">" in unquoted:
         raise failures.BadAddress(role, address)
     return address
 

@@ -12,6 +12,7 @@ is a Z naming the file, so the message waits while the admin fixes it.
 """
 
 import os
+import stat
 
 from . import failures
 from .paths import CONTROL
@@ -30,6 +31,9 @@ def read_bytes(name):
     except OSError as error:
         raise failures.ControlUnreadable(name, error.strerror) from None
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or device would read as empty, or forever
+            raise failures.ControlUnreadable(name, "Is a directory" if stat.S_ISDIR(mode) else "not a regular file")
         chunks = []
         size = 0
         while True:

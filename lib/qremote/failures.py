@@ -151,7 +151,8 @@ class BadAddress(Failure):
         self.role, self.address = role, address
 
     def text(self):
-        return (b"Sorry, the %s address contains a CR, LF or NUL byte, which SMTP cannot carry: %s. (#5.1.3)\n"
+        return (b"Sorry, the %s address contains a CR, LF or NUL byte, or an angle bracket outside quotes, "
+                b"which SMTP cannot carry: %s. (#5.1.3)\n"
                 % (self.role.encode(), safe_name(self.address)))
 
 

@@ -17,12 +17,15 @@ delivery rebuilds it under an exclusive lock on smtproutes.lock, writing a tempo
 file and renaming it over the cdb, so a reader sees the old table or the new one,
 never half of one. A stamp, not "newer than": an edit made while a compile was
 running would otherwise be missed forever. If the run directory cannot be written,
-deliveries parse the text directly; a corrupt cdb is rebuilt.
+deliveries parse the text directly; a corrupt cdb is rebuilt (also one whose stamp
+matches but whose value for the host does not decode), and anything but a regular file
+in its place is ignored (opened non-blocking: a FIFO cannot hang a delivery).
 """
 
 import fcntl
 import mmap
 import os
+import stat
 
 from . import control, failures
 from .paths import CONTROL, RUN
@@ -130,10 +133,13 @@ def _open_cdb(stamp):
     from cdblib import Reader
 
     try:
-        fd = os.open(CDB, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO put in its place must not hang the delivery in open()
+        fd = os.open(CDB, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
         return None
@@ -192,11 +198,12 @@ def _table_getter(table):
     return get
 
 
-def load():
+def load(rebuild=False):
     """A get(key) -> encoded value function for the current routes, or None if none.
 
     Fast path: the cdb matches the text; no lock, one stat, one mmap. Slow path: take
     the lock, check again (another delivery may have just rebuilt it), compile.
+    rebuild: the cdb matched but held a value that does not decode; compile anyway.
     """
     try:
         st = os.stat(SOURCE)
@@ -204,7 +211,7 @@ def load():
         return None
     except OSError as error:
         raise failures.ControlUnreadable("smtproutes", error.strerror) from None
-    get = _open_cdb(stamp_of(st))
+    get = None if rebuild else _open_cdb(stamp_of(st))
     if get is not None:
         return get
     try:
@@ -217,7 +224,7 @@ def load():
         stamp, lines = _read_source()
         if stamp is None:
             return None
-        if lock is not None:
+        if lock is not None and not rebuild:
             get = _open_cdb(stamp)
             if get is not None:
                 return get
@@ -239,4 +246,9 @@ def route_for(host):
     if get is None:
         return MX
     value = lookup_in(get, host)
-    return MX if value is None else Route.decode(value)
+    try:
+        return MX if value is None else Route.decode(value)
+    except ValueError:  # a damaged cdb whose stamp still matches: compile the text again
+        get = load(rebuild=True)
+        value = None if get is None else lookup_in(get, host)
+        return MX if value is None else Route.decode(value)

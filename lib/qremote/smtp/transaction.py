@@ -9,8 +9,10 @@ Rules:
 1. The phase is one value; "Possible duplicate!" follows from it: only AFTER_DOT,
    from just before ".\\r\\n" is written until its reply is read, makes a lost
    connection a possible duplicate.
-2. Success (phase DONE) only after a 2xx/3xx reply to the final dot. A malformed
-   reply is never success (reply.py rule 2).
+2. Success (phase DONE) only after a 2xx reply to the final dot: a 3xx there is no
+   valid answer (RFC 5321 section 4.3.2), so it is a temporary failure, where stock
+   says K. A malformed reply is never success (reply.py rule 2). Elsewhere any reply
+   below 400 goes on, as stock.
 3. Failures are raised as the exceptions of failures.py; recipient reports queue up
    in order and the shell takes them with take_reports().
 4. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write and the
@@ -76,7 +78,7 @@ class Transaction:
             self.phase = BODY
             return b""
         if self.phase == AFTER_DOT:
-            if not reply.ok:
+            if reply.code is None or not 200 <= reply.code < 300:
                 raise failures.MessageRejected(self.ip, reply)
             self.phase = DONE
             self.success = reply
