@@ -20,6 +20,7 @@ Only the standard library's cheapest modules here: argparse costs ~10 ms a proce
 import os
 
 from . import failures
+from .options import BadOption, scan
 
 IO = "qmail-remote-io"
 
@@ -60,42 +61,18 @@ _IO_VALUED = {"-t": "timeout", "--timeout": "timeout", "-c": "capabilities",
               "-7": "fdw", "--fdw": "fdw", "-h": "ehlo", "--ehlo": "ehlo",
               "-n": "note", "--note": "note"}
 _IO_NUMERIC = ("timeout", "fdr", "fdw")
+_IO_FLAGS = {"-g": "greeting", "--greeting": "greeting"}
 
 
 def parse_io(argv):
     """IOOptions from sys.argv; UsageIO on anything malformed."""
     options = IOOptions()
-    args = [os.fsencode(a) for a in argv[1:]]
-    i = 0
-    while i < len(args):
-        arg = args[i].decode("utf-8", "surrogateescape")
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("-") or arg == "-":
-            break
-        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
-        if name in ("-g", "--greeting") and not value:
-            options.greeting = True
-            i += 1
-            continue
-        field = _IO_VALUED.get(name)
-        if field is None:
-            raise failures.UsageIO(IO, "unknown option %s" % name)
-        if not value and not eq:
-            i += 1
-            if i >= len(args):
-                raise failures.UsageIO(IO, "option %s needs a value" % name)
-            value = args[i].decode("utf-8", "surrogateescape")
-        if field in _IO_NUMERIC:
-            if not (value.isascii() and value.isdigit()):  # str.isdigit() also takes "²"
-                raise failures.UsageIO(IO, "option %s needs a number" % name)
-            value = int(value)
-        elif field in ("ehlo", "note"):
-            value = os.fsencode(value)
-        setattr(options, field, value)
-        i += 1
-    rest = args[i:]
+    try:
+        found, rest = scan([os.fsencode(a) for a in argv[1:]], _IO_FLAGS, _IO_VALUED, _IO_NUMERIC)
+    except BadOption as error:
+        raise failures.UsageIO(IO, str(error)) from None
+    for field, value in found.items():
+        setattr(options, field, os.fsencode(value) if field in ("ehlo", "note") else value)
     if len(rest) < 3:
         raise failures.UsageIO(IO, "usage: qmail-remote-io [options] -- ip sender recipient...")
     options.ip = rest[0]

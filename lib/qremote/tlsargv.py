@@ -18,6 +18,8 @@ imports this module in every delivery that may use TLS.
 
 import os
 
+from .options import BadOption, scan
+
 PROGRAM = "tlsc-io"
 USAGE = ("tlsc-io [-k name] [-a anchors] [-c cert] [-y key] [-v] [-t handshake-timeout]"
          " [-T timeout] [-6 fdr] [-7 fdw] [-F n] -- [continuation...] prog...")
@@ -83,51 +85,24 @@ _VALUED = {"-k": "name", "--name": "name", "-a": "anchors", "--anchors": "anchor
            "-T": "timeout", "--timeout": "timeout", "-6": "fdr", "--fdr": "fdr",
            "-7": "fdw", "--fdw": "fdw", "-F": "continuation", "--on-failure": "continuation"}
 _NUMERIC = ("handshake_timeout", "timeout", "fdr", "fdw", "continuation")
+_FLAGS = {"-v": "verify", "--verify": "verify"}
 
 
 def parse_tlsc(argv):
     """TlscOptions from sys.argv (str or bytes words); Usage on anything malformed."""
     options = TlscOptions()
-    args = [_bytes(word) for word in argv[1:]]
-    failure_words = None
-    i = 0
-    while i < len(args):
-        arg = args[i].decode("utf-8", "surrogateescape")
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("-") or arg == "-":
-            break
-        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
-        if name in ("-v", "--verify") and not value and not eq:
-            options.verify = True
-            i += 1
-            continue
-        field = _VALUED.get(name)
-        if field is None:
-            raise Usage("unknown option %s" % name)
-        if not value and not eq:
-            i += 1
-            if i >= len(args):
-                raise Usage("option %s needs a value" % name)
-            value = args[i].decode("utf-8", "surrogateescape")
-        if field in _NUMERIC:
-            if not (value.isascii() and value.isdigit()) or len(value) > 9:
-                raise Usage("option %s needs a number" % name)
-            value = int(value)
-            if field == "continuation":
-                failure_words = value
-                i += 1
-                continue
-        elif field == "name":
+    try:
+        found, rest = scan([_bytes(word) for word in argv[1:]], _FLAGS, _VALUED, _NUMERIC,
+                           ("anchors", "cert", "key"))
+    except BadOption as error:
+        raise Usage(str(error)) from None
+    failure_words = found.pop("continuation", None)
+    for field, value in found.items():
+        if field == "name":
             value = _server_name(value)
-        else:
-            if not value:
-                raise Usage("option %s needs a value" % name)
+        elif field in ("anchors", "cert", "key"):
             value = os.fsencode(value)
         setattr(options, field, value)
-        i += 1
-    rest = args[i:]
     if failure_words is not None:
         if failure_words == 0 or len(rest) <= failure_words:
             raise Usage("-F %d: the continuation and the program need %d words and more"

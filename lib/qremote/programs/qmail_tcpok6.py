@@ -11,20 +11,9 @@ An admin tool, not run by qmail-rspawn: it writes no report stream.
 import os
 
 from .. import paths, tcpto
+from ..admintool import run, step as _step
 
-FATAL = b"qmail-tcpok6: fatal: "
 CHUNK = 65536
-
-
-class Fatal(Exception):
-    pass
-
-
-def _step(what, call, *args):
-    try:
-        return call(*args)
-    except OSError as error:
-        raise Fatal(FATAL + b"%s: %s\n" % (what, (error.strerror or str(error)).encode())) from None
 
 
 def zero(fd, size):
@@ -43,24 +32,8 @@ def clear():
     size = _step(b"unable to clear " + full, os.fstat, fd).st_size
     _step(b"unable to clear " + full, zero, fd, size)
     os.close(fd)
-
-
-def _write(fd, data):
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:
-        pass
+    return b""
 
 
 def main():
-    status = 0
-    try:
-        clear()
-    except Fatal as fatal:
-        _write(2, fatal.args[0])
-        status = 111
-    except BaseException as error:  # noqa: BLE001 - an admin tool still never shows a traceback
-        _write(2, FATAL + b"internal error: %s\n" % type(error).__name__.encode())
-        status = 111
-    os._exit(status)
+    run(clear, b"qmail-tcpok6: fatal: ", 2)

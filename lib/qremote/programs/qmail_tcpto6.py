@@ -12,10 +12,7 @@ import os
 import time
 
 from .. import paths, tcpto
-
-
-class Fatal(Exception):
-    pass
+from ..admintool import run, step
 
 
 def listing(table, now):
@@ -27,10 +24,7 @@ def listing(table, now):
 
 
 def _step(what, call, *args):
-    try:
-        return call(*args)
-    except OSError as error:
-        raise Fatal(b"fatal: unable to %s: %s\n" % (what, (error.strerror or str(error)).encode())) from None
+    return step(b"unable to " + what, call, *args)
 
 
 def show():
@@ -45,21 +39,5 @@ def show():
     return listing(table, int(time.time()))
 
 
-def _write(fd, data):
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:
-        pass
-
-
 def main():
-    status = 0
-    try:
-        out = show()
-    except Fatal as fatal:
-        out, status = fatal.args[0], 111
-    except BaseException as error:  # noqa: BLE001 - an admin tool still never shows a traceback
-        out, status = b"fatal: internal error: %s\n" % type(error).__name__.encode(), 111
-    _write(1, out)
-    os._exit(status)
+    run(show, b"fatal: ", 1)
