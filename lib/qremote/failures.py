@@ -36,6 +36,11 @@ def safe_name(name):
     return bytes(c if 33 <= c <= 126 else 63 for c in name)
 
 
+def safe_text(text):
+    """Peer- or library-provided text inside a report line: printable ASCII only."""
+    return bytes(c if 32 <= c <= 126 else 63 for c in text)
+
+
 class Failure(Exception):
     """Base: a delivery outcome other than K, with its letter and text."""
 
@@ -361,14 +366,9 @@ def tls_reason(kind, text):
     return _TLS_KINDS.get(kind, b"TLS handshake error: %s") % safe_text(text)
 
 
-def safe_text(text):
-    """Peer- or library-provided text inside a report line: printable ASCII only."""
-    return bytes(c if 32 <= c <= 126 else 63 for c in text)
-
-
 def starttls_refused(reply_text):
     """The reason for a STARTTLS answered with other than 220: the reply's last line."""
-    return b"STARTTLS refused: " + reply_text.rstrip(b"\n").split(b"\n")[-1]
+    return b"STARTTLS refused: " + safe_text(reply_text.rstrip(b"\n").split(b"\n")[-1])
 
 
 def cleartext_note(why):

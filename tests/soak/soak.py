@@ -10,6 +10,12 @@ outcome and the figures.
 
     tests/soak/soak.py                       # 2000 deliveries, 16 at a time, a random seed
     tests/soak/soak.py -n 100 -j 8 --seed 42
+    tests/soak/soak.py --tls-share=0.3       # 30% over STARTTLS, faults from the TLS cases
+With --tls-share, that share of the deliveries goes to a server offering STARTTLS, with
+control/trustanchors set and a case drawn from faultserver.tls_matrix() (the STARTTLS
+reply, the handshake, the stages inside TLS; tlsstrictness 0, 1 or 2 as the case says),
+judged by faultserver.expected_tls (also: how many connections, whether the message went
+over TLS). Certificates are generated with trustme, as the tests do.
 Installs the chain into a scratch tree with package/install unless --bindir is given.
 Exit status 0 when everything matched, 1 otherwise.
 """
@@ -31,7 +37,8 @@ if TOP not in sys.path:
     sys.path.insert(0, TOP)
 
 from tests.support.chain import Home, decode_reports  # noqa: E402
-from tests.support.faultserver import BIG_MESSAGE_SIZE, MODES, FaultServer, expected, matrix  # noqa: E402
+from tests.support.faultserver import (BIG_MESSAGE_SIZE, MODES, FaultServer, expected, expected_tls,  # noqa: E402
+                                      matrix, tls_matrix)
 
 RECIPIENTS = ("one@example.org", "two@example.org")
 MAX_RSS_KB = 64 * 1024  # peak RSS of the chain for one delivery
@@ -114,20 +121,36 @@ class Result:
         return "\n".join(lines)
 
 
-def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, log=print, check_growth=True):
+def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, log=print, check_growth=True,
+         tls_share=0.0):
     """Run the soak; returns a Result (result.ok, result.summary()).
 
     check_growth: judge this process's RSS growth over the second half (meaningful
     only for a long soak: the allocator is still warming up in the first hundreds).
+    tls_share: the fraction of deliveries made over STARTTLS with a TLS case.
     """
     from tests.support.faultserver import run_chain
 
     seed = random.randrange(1 << 32) if seed is None else seed
-    log("soak: seed %d, %d deliveries, %d at a time, timeoutremote %d" % (seed, deliveries, parallel, timeout))
+    log("soak: seed %d, %d deliveries, %d at a time, timeoutremote %d, TLS share %.2f" % (
+        seed, deliveries, parallel, timeout, tls_share))
     rng = random.Random(seed)
     cases = matrix()
-    plan = [(rng.choice(cases), rng.choice(MODES)) for _ in range(deliveries)]
+    tls_cases = tls_matrix()
+    # a plan entry: ((stage, fault), mode) in cleartext, or ((stage, fault), "tls-sN") over STARTTLS
+    plan = []
+    for _ in range(deliveries):
+        if rng.random() < tls_share:
+            stage, fault, level = rng.choice(tls_cases)
+            plan.append(((stage, fault), "tls-s%d" % level))
+        else:
+            plan.append((rng.choice(cases), rng.choice(MODES)))
     result = Result(seed)
+    certificate = anchors = None
+    if tls_share > 0:
+        from tests.support.certs import PKI
+        pki = PKI(os.path.join(workdir, "pki"))
+        certificate, anchors = pki.server("127.0.0.1"), pki.ca_file
 
     small = os.path.join(workdir, "small")
     with open(small, "wb") as out:
@@ -142,7 +165,7 @@ def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, lo
         home = Home(os.path.join(workdir, "slot%d" % i), bindir)
         home.control("timeoutremote", "%d\n" % timeout)
         home.control("timeoutconnect", "%d\n" % timeout)
-        server = FaultServer(patience=timeout * 3 + 5)
+        server = FaultServer(patience=timeout * 3 + 5, tls=certificate)
         server.refusing()
         server.never_accepting()
         slots.append((home, server))
@@ -158,8 +181,12 @@ def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, lo
                 number, ((stage, fault), mode) = work.get_nowait()
             except queue.Empty:
                 return
+            tls_level = int(mode[5:]) if mode.startswith("tls-") else None
             server.fault = (stage, fault)
-            server.mode = mode
+            server.mode = "pipelined" if tls_level is not None else mode
+            server.tls_offered = server.once = tls_level is not None
+            home.control("trustanchors", anchors + "\n" if tls_level is not None else "")
+            home.control("tlsstrictness", "%d\n" % (tls_level or 0))
             host, port = server.address_for()
             home.route("example.org:%s:%d" % (host, port))
             first = len(server.sessions)
@@ -172,8 +199,13 @@ def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, lo
                 except AssertionError as error:
                     reports, problem = None, str(error)
                 if reports is not None:
-                    problem = expected(stage, fault).check(reports)
-                    if reports[-1][0] == "K" and not any(s.accepted for s in server.sessions[first:]):
+                    sessions = server.sessions[first:]
+                    if tls_level is None:
+                        problem = expected(stage, fault).check(reports)
+                    else:
+                        rules = expected_tls(stage, fault, tls_level)
+                        problem = rules.check(reports) or rules.check_sessions(sessions)
+                    if reports[-1][0] == "K" and not any(s.accepted for s in sessions):
                         problem = "K for a message the server did not accept"
                 if problem is None and run.maxrss_kb >= MAX_RSS_KB:
                     problem = "chain peak RSS %d KiB" % run.maxrss_kb
@@ -247,11 +279,16 @@ def main():
     parser.add_argument("--seed", type=int)
     parser.add_argument("--timeout", type=int, default=1, help="control/timeoutremote and timeoutconnect")
     parser.add_argument("--bindir", help="an installed chain's bin directory (default: install one)")
+    parser.add_argument("--tls-share", type=float, default=0.0,
+                        help="fraction of deliveries over STARTTLS, with faults of the TLS cases (0..1)")
     args = parser.parse_args()
+    if not 0 <= args.tls_share <= 1:
+        parser.error("--tls-share must be between 0 and 1")
     workdir = tempfile.mkdtemp(prefix="qremote-soak-")
     try:
         bindir = args.bindir or install(os.path.join(workdir, "tree"))
-        result = soak(bindir, workdir, args.deliveries, args.parallel, args.seed, args.timeout)
+        result = soak(bindir, workdir, args.deliveries, args.parallel, args.seed, args.timeout,
+                      tls_share=args.tls_share)
         print(result.summary())
         return 0 if result.ok else 1
     finally:

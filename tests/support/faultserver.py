@@ -8,11 +8,15 @@ Stages, in the order a delivery meets them (two recipients, so "each RCPT" is tw
   mail, rcpt1, rcpt2, data   the reply to that command
   body      while the message is arriving        (connection faults only)
   final     the reply to the final dot
-STAGES_TLS lists where STARTTLS and the handshake will go when the TLS chain exists: add
-them to STAGES between ehlo and mail, their rules to expected() (a failed STARTTLS or
-handshake is the TLS policy's business: cleartext, next address or Z, per tlsstrictness),
-a "starttls" branch to FaultServer._serve (reply, then wrap the socket with ssl and go on),
-and a mode "tls" next to the three below.
+Over STARTTLS (FaultServer(tls=(certfile, keyfile)): EHLO offers STARTTLS), three more stages:
+  starttls  the reply to STARTTLS (every fault; a reply with the code 220 starts the handshake)
+  handshake the TLS handshake, after the client's ClientHello has arrived (TLS_HANDSHAKE_FAULTS,
+            "inject": cleartext bytes right behind the 220, in the same segment)
+  ehlo_tls  the reply to EHLO (and HELO) inside TLS
+and the stages mail..final are then served inside TLS. tls_matrix() lists the TLS cases
+(with the tlsstrictness each runs at) and expected_tls() their rules (doc/starttls.html).
+One stage outside the matrix: ("quit", "hold") never answers QUIT and keeps the connection
+open, blind to the client's close (the hygiene tests' server that never lets go).
 
 Modes (what the server's EHLO offers), each with the whole matrix:
   pipelined  EHLO with PIPELINING: MAIL, the RCPTs and DATA in one write
@@ -42,13 +46,19 @@ import threading
 import time
 
 STAGES = ("connect", "greeting", "ehlo", "mail", "rcpt1", "rcpt2", "data", "body", "final")
-STAGES_TLS = ("starttls", "handshake")  # not served yet: the TLS chain is being built
+STAGES_TLS = ("starttls", "handshake", "ehlo_tls")  # then mail..final inside TLS
 CONNECTION_FAULTS = ("reset", "close", "stall", "slow")
 REPLY_FAULTS = ("garbage", "longline", "continuations", "nul8bit", "code_2_0", "code_99", "code_2000",
                 "wrong_class", "temp", "perm")
 FAULTS = CONNECTION_FAULTS + REPLY_FAULTS
 SLOW_FAULTS = ("stall", "slow")  # those that end by the client's timeout
 MODES = ("pipelined", "lockstep", "helo")
+TLS_HANDSHAKE_FAULTS = ("reset", "close", "stall", "slow", "garbage", "inject")
+# inside TLS at tlsstrictness 2, a representative subset (at 0: every fault): enough to prove
+# K/Z/D and the duplicate window through the relay with a verified certificate as well
+TLS_INNER_FAULTS = ("reset", "close", "stall", "garbage", "temp", "perm", "code_2_0")
+TLS_INNER_STAGES = ("ehlo_tls", "mail", "rcpt1", "rcpt2", "data", "body", "final")
+STRICTNESSES = (0, 1, 2)
 
 
 def applicable(stage, fault):
@@ -72,9 +82,15 @@ NORMAL = {
     "rcpt2": b"250 ok\r\n",
     "data": b"354 go ahead\r\n",
     "final": b"250 ok queued as 1\r\n",
+    "starttls": b"220 2.0.0 ready to start TLS\r\n",
 }
 EHLO_WITHOUT_PIPELINING = b"250-fault.test\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+OFFER_STARTTLS = b"250-STARTTLS\r\n"  # put before the last line of the cleartext EHLO reply
 GARBAGE = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage \xff\xfe\x80\r\n"
+# in place of the server's handshake: not a TLS record at all (GARBAGE above would be a
+# truncated record, which leaves the client waiting: the stall case)
+HANDSHAKE_GARBAGE = b"garbage \xff\xfe\x80 not TLS\r\n" * 4
+INJECTED = b"250 injected\r\n"
 LONG_LINE = 10 << 20
 CONTINUATIONS = 100000
 NUL_8BIT = b"\x00nul \xff\xe9\x80 8bit "
@@ -93,10 +109,14 @@ BIG_MESSAGE_SIZE = 24 << 20
 class Expected:
     """What the chain must report: recipient letters, then the final letter and a text piece."""
 
-    __slots__ = ("recipients", "letter", "text", "duplicate", "accepted")
+    __slots__ = ("recipients", "letter", "text", "duplicate", "accepted", "without", "sessions", "tls")
 
-    def __init__(self, recipients, letter, text, duplicate=False):
+    def __init__(self, recipients, letter, text, duplicate=False, without=(), sessions=None, tls=None):
+        """without: pieces the text must not hold; sessions: how many connections the
+        server must have seen (None: not checked); tls: whether the message went over
+        TLS (None: not checked; see check_sessions)."""
         self.recipients, self.letter, self.text, self.duplicate = recipients, letter, text, duplicate
+        self.without, self.sessions, self.tls = without, sessions, tls
         self.accepted = letter == "K"
 
     def __repr__(self):
@@ -114,6 +134,26 @@ class Expected:
             return "text %r lacks %r" % (text, self.text)
         if (b"Possible duplicate!" in text) != self.duplicate:
             return "text %r: duplicate should be %r" % (text, self.duplicate)
+        for piece in self.without:
+            if piece in text:
+                return "text %r has %r" % (text, piece)
+        return None
+
+    def check_sessions(self, sessions):
+        """None if the server's sessions fit: their number, and for a K whether the
+        session that took the message was inside TLS; else a description."""
+        if self.sessions is not None and len(sessions) != self.sessions:
+            return "%d connections, wanted %d" % (len(sessions), self.sessions)
+        if self.letter == "K" and self.tls is not None:
+            took = [s for s in sessions if s.accepted]
+            if not took or took[-1].tls != self.tls:
+                return "the message went %s, wanted %s" % (
+                    "nowhere" if not took else "over TLS" if took[-1].tls else "in cleartext",
+                    "over TLS" if self.tls else "in cleartext")
+        elif self.tls and not (sessions and sessions[0].tls):
+            return "the fault was not met inside TLS"
+        if any(s.tls for s in sessions[1:]):
+            return "a connection after the first did TLS (a cleartext retry must not)"
         return None
 
 
@@ -167,6 +207,73 @@ def expected(stage, fault):
     return Expected(before, letter, REPLY_TEXT[stage])
 
 
+def tls_matrix():
+    """The TLS cases: (stage, fault, tlsstrictness). STARTTLS and the handshake at every
+    strictness; the stages inside TLS at 0 (certificate not checked) with every fault,
+    and at 2 (verified) with a representative subset."""
+    cases = [("starttls", fault, level) for level in STRICTNESSES for fault in FAULTS]
+    cases += [("handshake", fault, level) for level in STRICTNESSES for fault in TLS_HANDSHAKE_FAULTS]
+    for level, faults in ((0, FAULTS), (2, TLS_INNER_FAULTS)):
+        cases += [(stage, fault, level) for stage in TLS_INNER_STAGES for fault in faults
+                  if applicable(stage, fault)]
+    return cases
+
+
+# why a handshake fault makes the address fail TLS, as the reports say it (doc/starttls.html)
+HANDSHAKE_WHY = {
+    "reset": b"connection closed during the TLS handshake",
+    "close": b"connection closed during the TLS handshake",
+    "stall": b"TLS handshake timed out",
+    "slow": b"TLS handshake timed out",
+    "garbage": b"TLS handshake error: ",
+    "inject": b"plaintext after the STARTTLS reply (response injection)",
+}
+TLS_REQUIRED = b"Sorry, no server would take the message over TLS, as control/tlsstrictness 2 requires (127.0.0.1: "
+NO_TLS_NOTE = b"accepted message. (sent in cleartext: no server would do TLS)"
+HANDSHAKE_NOTE = b"accepted message. (sent in cleartext: the TLS handshake failed ("
+PLAIN_K_WITHOUT = (b"(TLS", b"(sent in cleartext")
+
+
+def over_tls(level):
+    """The piece of a K text over TLS: "IP accepted message. (TLSv1.3 verified, cipher X)"."""
+    return b" verified, cipher " if level >= 2 else b" unverified, cipher "
+
+
+def expected_tls(stage, fault, level):
+    """The outcome doc/starttls.html demands for a TLS case at tlsstrictness level.
+
+    STARTTLS answered with other than 220 (a malformed reply included): 0 goes on in
+    cleartext on the same connection with stock's K; 1 leaves the address and sends in
+    cleartext in pass 2 (a second connection), noting it; 2 is a Z naming the reply.
+    A drop or an overlong reply there is a failure before TLS: stock's Z at every level.
+    A failed handshake: 0 reconnects in cleartext noting why; 1 as a refusal; 2 a Z
+    naming why. Inside TLS the plaintext rules hold, and a K says how it travelled.
+    """
+    if stage == "starttls":
+        if fault in CONNECTION_FAULTS or fault in ("longline", "continuations"):
+            return Expected("", "Z", b"but connection died." if fault in CONNECTION_FAULTS else
+                            b"but its reply was too long", sessions=1)
+        if fault == "nul8bit":  # still a 220: TLS goes ahead
+            return Expected("rr", "K", over_tls(level), sessions=1, tls=True)
+        if level == 0:
+            return Expected("rr", "K", b"accepted message.\n", without=PLAIN_K_WITHOUT, sessions=1, tls=False)
+        if level == 1:
+            return Expected("rr", "K", NO_TLS_NOTE, sessions=2, tls=False)
+        return Expected("", "Z", TLS_REQUIRED + b"STARTTLS refused: ", sessions=1)
+    if stage == "handshake":
+        why = HANDSHAKE_WHY[fault]
+        if level == 0:
+            return Expected("rr", "K", HANDSHAKE_NOTE + why, sessions=2, tls=False)
+        if level == 1:
+            return Expected("rr", "K", NO_TLS_NOTE, sessions=2, tls=False)
+        return Expected("", "Z", TLS_REQUIRED + why, sessions=1)
+    plain = expected("ehlo" if stage == "ehlo_tls" else stage, fault)
+    if plain.letter == "K":
+        return Expected(plain.recipients, "K", over_tls(level), sessions=1, tls=True)
+    plain.sessions, plain.tls = 1, True
+    return plain
+
+
 @functools.lru_cache(maxsize=None)  # the 700 KB of continuations are made once, not per session
 def faulty_reply(normal, fault):
     """The bytes a reply fault sends instead of the normal reply."""
@@ -195,6 +302,7 @@ class Session:
         self.commands = []
         self.final_replied = None  # the bytes sent in reply to the final dot
         self.conn = None
+        self.tls = False  # True once the handshake is done
         self.done = threading.Event()
 
     @property
@@ -213,13 +321,27 @@ class FaultServer:
 
     LIMIT = 120  # seconds: no server thread outlives a lost client by more
 
-    def __init__(self, fault=None, host="127.0.0.1", patience=LIMIT, mode="pipelined"):
+    def __init__(self, fault=None, host="127.0.0.1", patience=LIMIT, mode="pipelined", tls=None, once=False,
+                 sequence=()):
         """patience: seconds a stall or slow fault lasts at most. Set it above the client's
         timeout when the server lives long: a client that gave up while its writes were
         blocked cannot be seen to leave (its unsent bytes wait behind our closed window).
-        mode: one of MODES, what EHLO offers."""
+        mode: one of MODES, what EHLO offers.
+        tls: (certfile, keyfile): offer STARTTLS with that certificate (.tls_offered can
+        turn the offer off and on). once: the fault strikes the next connection only and
+        is then spent (.fault becomes None): a cleartext retry after a failed handshake
+        meets a well-behaved server. sequence: faults (or None) for the first connections,
+        one each, before .fault applies."""
         self.fault = fault
+        self.sequence = list(sequence)
         self.mode = mode
+        self.once = once
+        self.context = None
+        if tls is not None:
+            import ssl
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(*tls)
+        self.tls_offered = tls is not None
         self.host = host
         self.patience = patience
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -304,8 +426,13 @@ class FaultServer:
                 return
             session = Session()
             session.conn = conn
+            fault = self.fault
+            if self.sequence:
+                fault = self.sequence.pop(0)
+            elif self.once:
+                self.fault = None  # spent: the next connection is served well
             self.sessions.append(session)
-            threading.Thread(target=self._serve, args=(conn, session, self.fault, self.mode),
+            threading.Thread(target=self._serve, args=(conn, session, fault, self.mode),
                              daemon=True).start()
 
     # --- one session ---
@@ -313,6 +440,7 @@ class FaultServer:
         stage_of_fault, kind = fault or (None, None)
         buffer = bytearray()
         deadline = time.monotonic() + min(self.LIMIT, self.patience)
+        offer_tls = self.context is not None and self.tls_offered
         try:
             conn.settimeout(min(self.LIMIT, self.patience))
             self._reply(conn, "greeting", stage_of_fault, kind, deadline)
@@ -324,9 +452,15 @@ class FaultServer:
                 if verb == b"EHLO" and mode == "helo":
                     conn.sendall(b"500 EHLO? never heard of it\r\n")
                 elif verb in (b"EHLO", b"HELO"):
-                    self._reply(conn, "ehlo", stage_of_fault, kind, deadline, normal=(
-                        b"250 fault.test\r\n" if verb == b"HELO" else
-                        NORMAL["ehlo"] if mode == "pipelined" else EHLO_WITHOUT_PIPELINING))
+                    normal = (b"250 fault.test\r\n" if verb == b"HELO" else
+                              NORMAL["ehlo"] if mode == "pipelined" else EHLO_WITHOUT_PIPELINING)
+                    if offer_tls and not session.tls and verb == b"EHLO":
+                        last = normal.rindex(b"250 ")
+                        normal = normal[:last] + OFFER_STARTTLS + normal[last:]
+                    self._reply(conn, "ehlo_tls" if session.tls else "ehlo", stage_of_fault, kind, deadline,
+                                normal=normal)
+                elif verb == b"STAR" and offer_tls and not session.tls:
+                    conn = self._starttls(conn, session, buffer, stage_of_fault, kind, deadline)
                 elif verb == b"MAIL":
                     self._reply(conn, "mail", stage_of_fault, kind, deadline)
                 elif verb == b"RCPT":
@@ -339,6 +473,8 @@ class FaultServer:
                     self._body(conn, buffer, stage_of_fault == "body" and kind, deadline)
                     self._reply(conn, "final", stage_of_fault, kind, deadline, session=session)
                 elif verb == b"QUIT":
+                    if (stage_of_fault, kind) == ("quit", "hold"):
+                        self._hold(deadline)
                     conn.sendall(b"221 bye\r\n")
                     return
                 else:
@@ -347,10 +483,67 @@ class FaultServer:
             pass
         finally:
             try:
-                conn.close()
+                session.conn.close()
             except OSError:
                 pass
             session.done.set()
+
+    def _starttls(self, conn, session, buffer, stage_of_fault, kind, deadline):
+        """Answer STARTTLS (or its fault); after a 220, the handshake (or its fault).
+        The connection to go on with: the TLS socket, or conn after a refusal."""
+        if stage_of_fault == "handshake" and kind == "inject":
+            conn.sendall(NORMAL["starttls"] + INJECTED)  # one write: one segment on loopback
+            self._wait_gone(conn, deadline)
+        sent = self._reply(conn, "starttls", stage_of_fault, kind, deadline)
+        if sent[:3] != b"220":
+            return conn  # refused: the session goes on in cleartext
+        if stage_of_fault == "handshake":
+            self._handshake_fault(conn, kind, deadline)
+        tls = self.context.wrap_socket(conn, server_side=True)  # conn is detached: the TLS socket owns the fd
+        session.conn, session.tls = tls, True
+        buffer.clear()  # nothing sent before the handshake counts (RFC 3207)
+        return tls
+
+    def _handshake_fault(self, conn, kind, deadline):
+        """A fault in place of the server's side of the handshake, once the ClientHello came."""
+        import ssl
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        engine = self.context.wrap_bio(incoming, outgoing, server_side=True)
+        flight = b""
+        while not flight:  # the whole ClientHello: our first flight is the answer to it
+            data = conn.recv(65536)
+            if not data:
+                raise _End()
+            incoming.write(data)
+            try:
+                engine.do_handshake()
+            except ssl.SSLWantReadError:
+                flight = outgoing.read()
+            except ssl.SSLError:
+                raise _End() from None
+        if kind == "garbage":
+            conn.sendall(HANDSHAKE_GARBAGE)
+            self._wait_gone(conn, deadline)
+        if kind == "slow":
+            for byte in flight:
+                conn.sendall(bytes((byte,)))
+                if self._gone(conn, 1.0) or time.monotonic() > deadline:
+                    break
+            raise _End()
+        self._connection_fault(conn, kind, deadline)
+
+    def _hold(self, deadline):
+        """Keep the connection open, reading nothing and blind to the client's close (not in the matrix:
+        the hygiene test's server that never lets go), until the deadline or stop()."""
+        while time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.05)
+        raise _End()
+
+    def _wait_gone(self, conn, deadline):
+        """Read and drop whatever comes until the client closes; then _End."""
+        while time.monotonic() < deadline and conn.recv(65536):
+            pass
+        raise _End()
 
     def _reply(self, conn, stage, stage_of_fault, kind, deadline, normal=None, session=None):
         """Send the stage's reply, or its fault; the bytes sent, or _End.
@@ -455,15 +648,30 @@ class Run:
 # It exists because a process forked from the (large) test process starts with the
 # test's resident pages counted in its high-water mark, which Linux carries across
 # exec: ru_maxrss of a direct child would measure pytest, not the chain.
+# It also adopts the chain's orphans (PR_SET_CHILD_SUBREAPER): tlsc-io's relay, forked
+# twice, becomes its child, so the relay's peak counts too and the launcher (and with it
+# the delivery) ends only when the relay has ended.
 _LAUNCHER = """
 import os, sys
 report = int(sys.argv[1])
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+except Exception:
+    pass
 pid = os.fork()
 if pid == 0:
     os.close(report)
     os.execv(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
-os.write(report, b"%d" % usage.ru_maxrss)
+peak = usage.ru_maxrss
+while True:
+    try:
+        _, _, usage = os.wait4(-1, 0)
+    except ChildProcessError:
+        break
+    peak = max(peak, usage.ru_maxrss)
+os.write(report, b"%d" % peak)
 os._exit(os.waitstatus_to_exitcode(status) & 255)
 """
 
@@ -471,9 +679,10 @@ os._exit(os.waitstatus_to_exitcode(status) & 255)
 def run_chain(home, host, sender, recipients, message_path, limit=120):
     """Run qmail-remote from home's bin; its output, exit status, wall time and peak RSS.
 
-    The peak RSS (KiB) is the high-water mark over both programs of the chain (Linux
-    keeps it across exec) and anything they reaped. The chain runs in a session of its
-    own so a watchdog can kill all of it.
+    The peak RSS (KiB) is the high-water mark over the programs of the chain (Linux
+    keeps it across exec), anything they reaped, and tlsc-io's relay. The wall time
+    ends when the relay has ended too. The chain runs in a session of its own so a
+    watchdog can kill all of it.
     """
     import subprocess
     import sys
