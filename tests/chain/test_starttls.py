@@ -509,11 +509,20 @@ def test_required_client_certificate_missing_defers(home, server, pki):
 
 
 def test_unusable_anchor_file_is_a_z_naming_it(home, server, pki):
-    routed(home, server, pki, 0)
+    routed(home, server, pki, 2)
     bad = home.message_file(b"not a certificate\n", "anchors.pem")
     home.control("trustanchors", bad + "\n")
     reports, raw = deliver(home)
     assert raw.startswith(b"ZUnable to start TLS: ") and bad.encode() in raw, raw
+
+
+def test_anchors_are_not_loaded_below_strictness_2(home, server, pki):
+    # nothing is verified at 0 and 1, so tlsc-io is not given the anchors to parse
+    routed(home, server, pki, 0)
+    bad = home.message_file(b"not a certificate\n", "anchors.pem")
+    home.control("trustanchors", bad + "\n")
+    reports, raw = deliver(home)
+    assert reports[-1][0] == "K" and b"unverified" in raw, raw
 
 
 def test_s2_ipv6_literal_route_verifies_the_address(home, server, pki):

@@ -161,7 +161,10 @@ def start_tls(sock, attempt, plan, controls, host, sender, recipients):
     from ..tlsargv import PROGRAM as TLSC, build_tlsc
 
     path = paths.sibling(TLSC)
-    argv = build_tlsc(path, tlspolicy.server_name(attempt.target), policy.anchors, policy.clientcert,
+    # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
+    # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing
+    anchors = policy.anchors if policy.verify else None
+    argv = build_tlsc(path, tlspolicy.server_name(attempt.target), anchors, policy.clientcert,
                       policy.clientkey, policy.verify, controls.timeoutconnect, controls.timeoutremote,
                       continuation, prog)
     on_fds_6_and_7(sock)

@@ -13,7 +13,9 @@ Relay rules:
 2. Memory is bounded whatever the traffic: each of the four queues (cleartext waiting
    for the TLS engine, records for the network, records not yet decrypted, cleartext
    for PROG) holds at most about LIMIT bytes (network bytes: LIMIT plus one record);
-   a side is not read while the queue it feeds is full.
+   a side is not read while the queue it feeds is full. LIMIT is large (512 KiB, more
+   than a socketpair buffer holds) so that a 50 MB message takes ~300 rounds, not ~1800:
+   measured (tests/bench/bench_tls.py), a third less relay CPU than with 64 KiB.
 3. EOF travels both ways: cleartext EOF -> close_notify, then shutdown(SHUT_WR) on the
    network; TLS EOF (close_notify or a bare TCP EOF) -> shutdown(SHUT_WR) on the cleartext
    socket, once every decrypted byte is written.
@@ -31,7 +33,7 @@ import _ssl
 
 from .context import TLSFailure, failure_from
 
-LIMIT = 64 * 1024
+LIMIT = 512 * 1024
 AFTER_HANGUP = 1.0
 
 _IN, _OUT = select.POLLIN, select.POLLOUT
@@ -336,7 +338,9 @@ class Relay:
             if self.hung_up or self.tls_eof or (not self.incoming.pending and not self.sslobj.pending()):
                 self.notify()
         if not self.to_net and self.outgoing.pending and not self.net_dead:
-            self.to_net = self.outgoing.read(LIMIT)
+            # all of it (the bound is on to_net + pending, checked before PROG is read);
+            # read(LIMIT) would leave the records' framing behind: a tiny extra write per round
+            self.to_net = self.outgoing.read()
         if self.notified and not self.to_net and not self.outgoing.pending and not self.net_shut and not self.net_dead:
             _shutdown_write(self.fdw)
             self.net_shut = True
