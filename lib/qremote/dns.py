@@ -2,16 +2,23 @@
 
 Its one job: names in, an ordered list of candidates.Target out, or the stock
 failure (failures.DnsSoft, DnsHard, NoAddress, NullMX). It is imported only by
-resolve.py, and only when a name must be looked up; dnspython is imported only
-inside its functions, so a delivery to an IP literal or an IP route loads neither.
+resolve.py, and only when a name must be looked up, so a delivery to an IP literal
+or an IP route loads none of it.
 
 Rules of this module:
-1. Only dnspython's name codec is used (dns.name: text <-> wire, compression
-   pointers, IDNA, case-insensitive comparison). It is the floor of any dnspython
-   import (dns.name pulls importlib.metadata, dataclasses, typing, enum: about
-   110 ms of CPU on the test machine, most of a DNS delivery's cost); dns.message
-   and dns.resolver would add more, for nothing we need. The fixed parts of a message (header, types,
-   A/AAAA/MX/CNAME rdata) are read here with int.from_bytes and inet_ntop.
+1. The whole wire is read and written here: the header, the question, A/AAAA/MX/CNAME
+   rdata (int.from_bytes, inet_ntop), and domain names (Name: labels to wire, wire
+   to labels with compression pointers, ASCII case-insensitive comparison, text).
+   dnspython is imported for one thing only, internationalised names: a host holding
+   a non-ASCII byte is read as UTF-8 and turned into its A-labels (xn--) by
+   dns.name, imported inside that branch (query_name), and the ASCII result goes
+   through our own encoder like any other host. So a delivery to an ASCII domain
+   never imports dnspython: `import dns.name` (dnspython 2.9) costs 85 to 130 ms
+   of CPU on the test machine (it pulls importlib.metadata, dataclasses, typing,
+   enum), and qmail-remote's whole work for a domain needing DNS (control files,
+   lookup, connect, greeting, EHLO) went from 112 ms to 27 ms of CPU without it
+   (tests/bench/bench_dns.py; doc/dns.html has the figures). Names read from
+   answers are never converted: A-labels stay A-labels.
 2. Our own I/O, stub-resolver style: select.poll over _socket sockets, every query
    of a stage in flight at once. Stage 1 is the MX query; stage 2 the A and AAAA
    queries of every MX target together (or of the domain itself: implicit MX; or
@@ -57,12 +64,22 @@ Rules of this module:
 9. Bounds on what the DNS peer controls: answers up to 65535 bytes (UDP read size
    and TCP length prefix), at most MAX_RECORDS answer records read, MAX_MX
    targets (the best ones), MAX_ADDRESSES addresses per target, MAX_CNAME links.
+   A name read from an answer: labels of type 00 (length up to 63) and 11
+   (compression pointer) only; a pointer must point before the start of the
+   labels being read, at labels that end before that start (so it can never loop,
+   and a forward pointer is refused); at most MAX_POINTERS (16) pointers and
+   MAX_NAME (255) octets in wire form; anything else is Malformed.
 10. Nameservers: $DNSCACHEIP when set and not blank (space-separated `ip` or
    `ip@port`, IPv4 or IPv6, for tests and debugging; a word that is not one is a
    Z naming it), else the `nameserver` lines of /etc/resolv.conf
    (127.0.0.1 when there are none, as the C library does). At most MAX_SERVERS.
    Names are always absolute: no search list, as stock. /etc/hosts is not read.
-   A host holding a backslash is no host: dnspython would read it as an escape.
+11. A host to look up (query_name), as dnspython read it before: split at dots, one
+   final dot allowed, no empty label, labels of 1 to 63 octets, at most 255 octets
+   in wire form, case kept as given; "", "." and "@" are the root, which is no host.
+   A host holding a backslash is no host (it would be an escape in zone-file text).
+   Names are printed (name_bytes: reports, SNI) without the final dot, a byte that
+   is not printable ASCII as \\DDD and one of "().;\\@$ behind a backslash.
 """
 
 import _socket
@@ -86,6 +103,9 @@ MAX_ADDRESSES = 16    # addresses used per target, families shared fairly
 MAX_CNAME = 8         # CNAME links followed inside one answer
 MAX_PACKET = 65535
 MAX_CONFIG = 65536    # bytes of /etc/resolv.conf read
+MAX_LABEL = 63
+MAX_NAME = 255        # octets of a name in wire form, the final zero included
+MAX_POINTERS = 16     # compression pointers followed in one name
 
 TYPE_A, TYPE_CNAME, TYPE_MX, TYPE_AAAA = 1, 5, 15, 28
 CLASS_IN = 1
@@ -169,10 +189,113 @@ def nameservers(environ=None, resolv_conf=RESOLV_CONF):
     return servers_from_resolv_conf(data)
 
 
-# --- the wire: one question and its answer (pure) ------------------------------------------
+# --- the wire: names (pure) -----------------------------------------------------------------
 
 class Malformed(Exception):
     """An answer to our question that cannot be parsed."""
+
+
+class Name:
+    """An absolute domain name: its labels (bytes, the root's empty label left out).
+
+    Equal names compare and hash alike whatever their ASCII case, as DNS compares
+    them (bytes.lower() folds A-Z only); other bytes are compared exactly.
+    """
+
+    __slots__ = ("labels", "wire", "key")
+
+    def __init__(self, labels):
+        self.labels = tuple(labels)
+        self.wire = b"".join([bytes((len(label),)) + label for label in self.labels]) + b"\0"
+        self.key = self.wire.lower()  # length octets are < 64: lower() leaves them alone
+
+    def __eq__(self, other):
+        return isinstance(other, Name) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return "Name(%r)" % self.text()
+
+    def is_root(self):
+        return not self.labels
+
+    def text(self):
+        """bytes without the final dot ("." for the root), odd bytes escaped (rule 11)."""
+        if not self.labels:
+            return b"."
+        return b".".join([_label_text(label) for label in self.labels])
+
+
+_ESCAPED = frozenset(b'"().;\\@$')
+
+
+def _label_text(label):
+    if all(0x20 < byte < 0x7F and byte not in _ESCAPED for byte in label):
+        return label
+    out = bytearray()
+    for byte in label:
+        if byte in _ESCAPED:
+            out += b"\\" + bytes((byte,))
+        elif 0x20 < byte < 0x7F:
+            out.append(byte)
+        else:
+            out += b"\\%03d" % byte
+    return bytes(out)
+
+
+def name_from_ascii(host):
+    """An ASCII host (bytes) as a Name (rule 11), or None when it is not one."""
+    if b"\\" in host or not host.isascii() or host in (b"", b".", b"@"):
+        return None
+    labels = (host[:-1] if host.endswith(b".") else host).split(b".")
+    if not all(0 < len(label) <= MAX_LABEL for label in labels):
+        return None
+    name = Name(labels)
+    return name if len(name.wire) <= MAX_NAME else None
+
+
+def name_from_wire(packet, at):
+    """(Name, octets used at at) of the name at offset at of packet; Malformed if it cannot be one.
+
+    Labels of type 00 and 11 only. A pointer must point before the start of the
+    labels being read, and what it points at must end before that start too (it
+    cannot overlap them), so no loop is possible; at most MAX_POINTERS pointers
+    and MAX_NAME octets (rule 9).
+    """
+    labels, size, used, pointers = [], 1, None, 0
+    start, end = at, len(packet)  # the labels being read start at start and must end before end
+    while True:
+        if at >= end:
+            raise Malformed("name cut short")
+        length = packet[at]
+        kind = length & 0xC0
+        if kind == 0xC0:
+            if at + 1 >= end:
+                raise Malformed("compression pointer cut short")
+            target = (length & 0x3F) << 8 | packet[at + 1]
+            if used is None:
+                used = at + 2 - start
+            pointers += 1
+            if target >= start or pointers > MAX_POINTERS:
+                raise Malformed("compression pointer not backwards, or too many")
+            at, start, end = target, target, start
+            continue
+        if kind:
+            raise Malformed("label type %d" % (kind >> 6))
+        if length == 0:
+            return Name(labels), (at + 1 - start if used is None else used)
+        size += length + 1
+        if size > MAX_NAME:
+            raise Malformed("name too long")
+        if at + 1 + length >= end:  # the zero or pointer that ends the labels must fit too
+            raise Malformed("label cut short")
+        labels.append(packet[at + 1:at + 1 + length])
+        at += length + 1
+
+
+# --- the wire: one question and its answer (pure) ------------------------------------------
 
 
 class Answer:
@@ -195,12 +318,12 @@ class Question:
 
     def __init__(self, name, rdtype, ident):
         self.name, self.rdtype, self.ident = name, rdtype, ident
-        self.section = name.to_wire() + rdtype.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big")
+        self.section = name.wire + rdtype.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big")
         # id, flags RD (recursion desired), 1 question, no other records
         self.wire = ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + self.section
 
     def __repr__(self):
-        return "Question(%s, %d, %d)" % (self.name, self.rdtype, self.ident)
+        return "Question(%r, %d, %d)" % (self.name, self.rdtype, self.ident)
 
     def matches(self, packet):
         """Is packet a response to this very question (id, QR, opcode 0, same question)?"""
@@ -212,8 +335,6 @@ class Question:
 
     def read(self, packet):
         """The Answer in packet (which matches()); Malformed when it cannot be parsed."""
-        import dns.exception
-        import dns.name
         rcode = packet[3] & 0x0F
         truncated = bool(packet[2] & 0x02)
         records = []
@@ -221,40 +342,36 @@ class Question:
             return Answer(rcode, truncated, records)
         count = min(int.from_bytes(packet[6:8], "big"), MAX_RECORDS)
         at = 12 + len(self.section)
-        try:
-            for _ in range(count):
-                owner, used = dns.name.from_wire(packet, at)
-                at += used
-                if at + 10 > len(packet):
-                    raise Malformed("record header cut short")
-                rdtype = int.from_bytes(packet[at:at + 2], "big")
-                rdclass = int.from_bytes(packet[at + 2:at + 4], "big")
-                start = at + 10
-                at = start + int.from_bytes(packet[at + 8:at + 10], "big")
-                if at > len(packet):
-                    raise Malformed("record data cut short")
-                if rdclass == CLASS_IN and rdtype in (TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX):
-                    records.append((owner, rdtype, _rdata(packet, rdtype, start, at)))
-        except (dns.exception.DNSException, ValueError, IndexError) as error:
-            raise Malformed(type(error).__name__) from None
+        for _ in range(count):
+            owner, used = name_from_wire(packet, at)
+            at += used
+            if at + 10 > len(packet):
+                raise Malformed("record header cut short")
+            rdtype = int.from_bytes(packet[at:at + 2], "big")
+            rdclass = int.from_bytes(packet[at + 2:at + 4], "big")
+            start = at + 10
+            at = start + int.from_bytes(packet[at + 8:at + 10], "big")
+            if at > len(packet):
+                raise Malformed("record data cut short")
+            if rdclass == CLASS_IN and rdtype in (TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX):
+                records.append((owner, rdtype, _rdata(packet, rdtype, start, at)))
         return Answer(rcode, truncated, records)
 
 
 def _rdata(packet, rdtype, start, end):
-    import dns.name
     if rdtype in (TYPE_A, TYPE_AAAA):
         family, size = (AF_INET, 4) if rdtype == TYPE_A else (AF_INET6, 16)
         if end - start != size:
             raise Malformed("address of %d bytes" % (end - start))
         return _socket.inet_ntop(family, packet[start:end])
     if rdtype == TYPE_CNAME:
-        target, used = dns.name.from_wire(packet, start)
+        target, used = name_from_wire(packet, start)
         if start + used != end:
             raise Malformed("CNAME data length")
         return target
     if end - start < 3:
         raise Malformed("MX data length")
-    exchange, used = dns.name.from_wire(packet, start + 2)
+    exchange, used = name_from_wire(packet, start + 2)
     if start + 2 + used != end:
         raise Malformed("MX data length")
     return int.from_bytes(packet[start:start + 2], "big"), exchange
@@ -555,22 +672,32 @@ class Stage:
 
 # --- decisions (pure) ------------------------------------------------------------------------
 
-def query_name(text_bytes):
-    """A host as an absolute dns.name.Name (IDNA for UTF-8), or None if it cannot be one."""
-    if b"\\" in text_bytes:
+def query_name(host):
+    """A host (bytes) as the Name to ask for, or None if it cannot be one (rule 11).
+
+    A non-ASCII host is UTF-8 to be turned into A-labels (IDNA): the one use of
+    dnspython (rule 1), imported here only.
+    """
+    if host.isascii():
+        return name_from_ascii(host)
+    if b"\\" in host:
+        return None
+    try:
+        text = host.decode("utf-8")
+    except UnicodeDecodeError:
         return None
     import dns.exception
     import dns.name
     try:
-        name = dns.name.from_text(text_bytes.decode("utf-8"))
-    except (dns.exception.DNSException, ValueError):
+        labels = dns.name.from_text(text).labels
+    except (dns.exception.DNSException, ValueError):  # UnicodeError is a ValueError
         return None
-    return None if name == dns.name.root else name
+    return name_from_ascii(b".".join(labels))  # absolute: ends with the root's b"", so a final dot
 
 
 def name_bytes(name):
-    """A Name as Target.name: text without the final dot (odd bytes escaped as \\DDD)."""
-    return name.to_text(omit_final_dot=True).encode("ascii", "replace")
+    """A Name as Target.name: text without the final dot (rule 11)."""
+    return name.text()
 
 
 def order_mx(exchangers, entropy=os.urandom):
@@ -584,7 +711,7 @@ def order_mx(exchangers, entropy=os.urandom):
 
 def is_null_mx(exchangers):
     """RFC 7505: the only MX (after merging duplicates) points at the root."""
-    return len(exchangers) == 1 and len(exchangers[0][1].labels) == 1
+    return len(exchangers) == 1 and exchangers[0][1].is_root()
 
 
 def share_addresses(ipv6, ipv4, limit=MAX_ADDRESSES):
@@ -676,7 +803,7 @@ def mx_targets(host, timeoutdns=0, servers=None):
         return one_name_targets(name, host, 25, results)
     if is_null_mx(exchangers):
         raise failures.NullMX(host)
-    ordered = [(p, n) for p, n in exchangers if len(n.labels) > 1][:MAX_MX]  # a root target among others: unusable
+    ordered = [(p, n) for p, n in exchangers if not n.is_root()][:MAX_MX]  # a root target among others: unusable
     names = [n for _, n in ordered if parse_literal(name_bytes(n)) is None]
     results = Stage(address_questions(names), servers, deadlines.next_stage()).run() if names else []
     by_name = {n: (results[2 * i], results[2 * i + 1]) for i, n in enumerate(names)}

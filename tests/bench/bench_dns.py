@@ -17,7 +17,21 @@ MX then A per target: 4, without AAAA). The stub's log gives the same count dire
 the number of waves of queries, a new wave starting with a query that arrives after
 an answer went out.
 
-MX targets are reached on port 25, so it needs root (it says so and stops otherwise).
+Then the CPU (user + sys) a lookup costs, which is what the delivery pays for DNS on top
+of its own work, each figure the median of --runs, all against the stub with no delay:
+  - the installed qmail-remote delivering to the domain, from its start to the server's
+    421 after EHLO (route, control files, DNS, connect, greeting, EHLO: all of
+    qmail-remote's own work), measured by tests/bench/common.py's launcher;
+  - a lookup in a fresh process (the installed interpreter, -I -S, the installed library):
+    import qremote.dns and resolve the domain, minus the same process doing nothing, so
+    the figure is what the lookup adds to a delivery, imports included; for an ASCII
+    domain and for a non-ASCII one (the only case that imports dnspython, for IDNA);
+    each line says whether dnspython's `dns` package was loaded;
+  - the lookup alone, warm, in this process (thread CPU time: the stub's threads are not
+    counted).
+
+MX targets are reached on port 25, so the delivery figures need root (without it, they
+are skipped and only the lookup figures are printed).
 """
 
 import argparse
@@ -39,6 +53,8 @@ from tests.bench import common  # noqa: E402
 from tests.support.dnsserver import DNSServer  # noqa: E402
 
 DOMAIN = "example.test"
+IDN_DOMAIN = "b\u00fccher.test"   # looked up as xn--bcher-kva.test
+IDN_WIRE_NAME = "xn--bcher-kva.test"
 SERVER_IP = "127.0.53.41"
 STOCK_C = "411 ms = 4 round trips (stock, sequential, no AAAA); skarnet 212 ms = 2 round trips"
 
@@ -105,6 +121,71 @@ def one_run(bindir, home, dns_server, message):
 
 GREETER = None
 
+# A fresh process resolving argv[1] (UTF-8) with qremote.dns, as qmail-remote does; it
+# prints whether dnspython got imported. FLOOR is the same process without the lookup.
+FLOOR = "import sys; sys.path.insert(0, %r)"
+LOOKUP = FLOOR + """
+from qremote import dns
+targets = dns.mx_targets(sys.argv[1].encode(), 0)
+print(len(targets), "targets, dnspython", "yes" if "dns" in sys.modules else "no", end="")
+"""
+
+
+def library_dir(bindir):
+    """The library path the installed qmail-remote puts first on sys.path."""
+    with open(os.path.join(bindir, "qmail-remote")) as command:
+        for line in command:
+            if line.startswith("import sys; sys.path.insert(0, "):
+                return line.split("sys.path.insert(0, ", 1)[1].rstrip().rstrip(")")[1:-1]
+    raise SystemExit("bench: no library path in the installed qmail-remote")
+
+
+def median_cpu(launcher, argv, env, stdin, runs):
+    """(median CPU seconds, last output) of runs of argv through the launcher."""
+    cpus, output = [], b""
+    for _ in range(runs):
+        measured = launcher.run(argv, env, stdin)
+        cpus.append(measured.cpu)
+        output = measured.output
+    return statistics.median(cpus), output
+
+
+def cpu_figures(bindir, interpreter, dns_server, message, runs, delivery):
+    """Print the CPU figures (see the module's docstring)."""
+    dns_server.delay = 0.0
+    libdir = library_dir(bindir)
+    env = {"PATH": "/usr/bin:/bin", "DNSCACHEIP": dns_server.address()}
+    launcher = common.Launcher(interpreter)
+    try:
+        print("CPU (user + sys), median of %d, resolver instant:" % runs)
+        if delivery is not None:
+            home, = delivery
+            argv = [os.path.join(bindir, "qmail-remote"), DOMAIN, "s@src.example", "r@" + DOMAIN]
+            cpu, output = median_cpu(launcher, argv, dict(env, QMAILHOME=home), message, runs)
+            reports = common.decode_reports(output)
+            print("  qmail-remote needing DNS, start to EHLO        %7.1f ms  (report: %s)" % (
+                cpu * 1000, (reports[-1][0] + reports[-1][1][:40].decode("latin-1")).strip() if reports else "none"))
+        floor, _ = median_cpu(launcher, [interpreter, "-I", "-S", "-c", FLOOR % libdir], env, os.devnull, runs)
+        print("  start-up only (subtracted below)                %7.1f ms  %s -I -S" % (floor * 1000, interpreter))
+        for host in (DOMAIN, IDN_DOMAIN):
+            argv = [interpreter, "-I", "-S", "-c", LOOKUP % libdir, host]
+            cpu, output = median_cpu(launcher, argv, env, os.devnull, runs)
+            print("  lookup in a fresh process, imports included     %7.1f ms  %s: %s" % (
+                (cpu - floor) * 1000, host.encode("ascii", "backslashreplace").decode(),
+                output.decode("utf-8", "replace")))
+    finally:
+        launcher.close()
+    servers = qdns.nameservers({"DNSCACHEIP": dns_server.address()})
+    for host in (DOMAIN, IDN_DOMAIN):
+        qdns.mx_targets(host.encode(), 0, servers)  # imports done before timing
+        cpus = []
+        for _ in range(runs):
+            start = time.thread_time()
+            qdns.mx_targets(host.encode(), 0, servers)
+            cpus.append(time.thread_time() - start)
+        print("  the lookup alone, warm, in process              %7.2f ms  %s" % (
+            statistics.median(cpus) * 1000, host.encode("ascii", "backslashreplace").decode()))
+
 
 def main():
     global GREETER
@@ -112,9 +193,9 @@ def main():
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--delay", type=float, default=0.1)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench_dns: MX targets are reached on port 25; run as root. No figures.")
-        return
+    root = os.geteuid() == 0
+    if not root:
+        print("bench_dns: MX targets are reached on port 25; run as root for the delivery figures.")
     scratch = common.scratch_dir()
     try:
         home = os.path.join(scratch, "qmail")
@@ -123,13 +204,18 @@ def main():
         message = os.path.join(scratch, "message")
         with open(message, "wb") as out:
             out.write(b"Subject: bench\n\nhello\n")
-        GREETER = Greeter()
         dns_server = DNSServer()
-        dns_server.add(DOMAIN, "MX", "10 mx1.%s." % DOMAIN, "20 mx2.%s." % DOMAIN, "30 mx3.%s." % DOMAIN)
+        for domain in (DOMAIN, IDN_WIRE_NAME):
+            dns_server.add(domain, "MX", "10 mx1.%s." % DOMAIN, "20 mx2.%s." % DOMAIN, "30 mx3.%s." % DOMAIN)
         dns_server.add("mx1." + DOMAIN, "A", SERVER_IP).add("mx1." + DOMAIN, "AAAA", "2001:db8::1")
         for n in (2, 3):
             dns_server.add("mx%d.%s" % (n, DOMAIN), "A", "192.0.2.%d" % n)
             dns_server.add("mx%d.%s" % (n, DOMAIN), "AAAA", "2001:db8::%d" % n)
+        if not root:
+            cpu_figures(bindir, interpreter, dns_server, message, args.runs, None)
+            dns_server.stop()
+            return
+        GREETER = Greeter()
         print("DNS benchmark: %s, 3 MX x (A + AAAA), %s, %d runs each" % (DOMAIN, interpreter, args.runs))
         results = {0.0: [], args.delay: []}
         one_run(bindir, home, dns_server, message)  # warm the page cache and smtproutes state
@@ -148,7 +234,7 @@ def main():
             (slow - floor) / args.delay))
         print("  waves of queries seen by the resolver               %5d" % wave_count)
         servers = qdns.nameservers({"DNSCACHEIP": dns_server.address()})
-        qdns.mx_targets(DOMAIN.encode(), 0, servers)  # dnspython imported before timing
+        qdns.mx_targets(DOMAIN.encode(), 0, servers)  # imports done before timing
         lookups = []
         for _ in range(args.runs):
             start = time.monotonic()
@@ -157,6 +243,7 @@ def main():
         lookup = statistics.median(lookups)
         print("  the lookup alone (in process), +%3.0f ms/answer      %7.1f ms = %.2f round trips" % (
             args.delay * 1000, lookup * 1000, lookup / args.delay))
+        cpu_figures(bindir, interpreter, dns_server, message, args.runs, (home,))
         dns_server.stop()
         GREETER.stop()
     finally:

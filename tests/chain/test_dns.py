@@ -497,7 +497,7 @@ def test_relay_by_name_uses_a_and_aaaa_only(home, server, stub):
     assert sorted(q[1] for q in stub.asked()) == ["A", "AAAA"]  # no MX query at all
 
 
-# --- dnspython is loaded only when a name must be looked up ---------------------------------
+# --- dnspython is loaded only for a name that is not ASCII -----------------------------------
 
 HARNESS = r"""
 import os, sys
@@ -515,7 +515,7 @@ main()
 """
 
 
-def modules_at_exec(home, tmp_path, host, **env):
+def modules_at_exec(home, tmp_path, host, accepted_ip="127.0.0.1", **env):
     """The modules qmail-remote had loaded when it exec'd qmail-remote-io: the installed
     command's interpreter and library path, with os.execv(e) wrapped to list sys.modules."""
     with open(os.path.join(home.bindir, "qmail-remote")) as command:
@@ -525,25 +525,81 @@ def modules_at_exec(home, tmp_path, host, **env):
     harness = tmp_path / "harness.py"
     harness.write_text(HARNESS)
     listing = tmp_path / "modules"
+    if listing.exists():
+        listing.unlink()
     # argv[0] must be the installed qmail-remote: paths.sibling() finds qmail-remote-io beside it
     code = ("import sys; sys.argv[0] = %r; exec(compile(open(%r).read(), %r, 'exec'))"
             % (os.path.join(home.bindir, "qmail-remote"), str(harness), str(harness)))
     argv = [python, "-I", "-S", "-c", code, libdir, str(listing), host, "s@src.example", "r@" + host]
     with open(home.message_file(b"Subject: t\n\nhi\n"), "rb") as message:
         done = subprocess.run(argv, stdin=message, stdout=subprocess.PIPE, env=home.env(**env), timeout=60)
-    assert done.stdout.endswith(b"K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0"), done.stdout
+    assert done.stdout.endswith(b"K%s accepted message.\nRemote host said: 250 ok queued\n\0"
+                                % accepted_ip.encode()), done.stdout
     return set(listing.read_text().split())
 
 
-def test_ip_literal_delivery_never_imports_dnspython(home, server, stub, tmp_path):
+def dnspython_modules(modules):
+    return sorted(m for m in modules if m == "dns" or m.startswith("dns."))
+
+
+def test_ip_literal_delivery_never_imports_dnspython(home, server, tmp_path):
     smtp = server()
     home.route("example.org:[127.0.0.1]:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org")
     assert "qremote.programs.qmail_remote" in modules
-    assert not [m for m in modules if m == "dns" or m.startswith("dns.") or m == "qremote.dns"]
-    # the control: a relay given by name loads dnspython's name codec, and only that part
+    assert not dnspython_modules(modules) and "qremote.dns" not in modules
+
+
+def test_ascii_name_lookup_never_imports_dnspython_an_idn_does(home, server, stub, tmp_path):
+    smtp = server()
+    # a relay given by an ASCII name: our resolver and name codec, no dnspython at all
     stub.add("relay.test", "A", "127.0.0.1")
     home.route("example.org:relay.test:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
-    assert "qremote.dns" in modules and "dns.name" in modules
+    assert "qremote.dns" in modules and not dnspython_modules(modules)
+    assert stub.asked("relay.test", "A")
+    # the control: a relay whose name is not ASCII is looked up by its A-labels, which
+    # dnspython's name module (and only that part of it) computed
+    stub.add("xn--rlay-bpa.test", "A", "127.0.0.1")
+    path = home.control("smtproutes", ("example.org:r\u00e9lay.test:%d\n" % smtp.port).encode())  # UTF-8
+    os.utime(path, ns=(time.time_ns(), time.time_ns()))  # the routes cache compares the mtime
+    modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
+    assert "dns.name" in modules
     assert "dns.message" not in modules and "dns.resolver" not in modules
+    assert stub.asked("xn--rlay-bpa.test", "A") and stub.asked("xn--rlay-bpa.test", "AAAA")
+
+
+@needs_root
+def test_ascii_mx_delivery_never_imports_dnspython(home, server, stub, tmp_path):
+    home.control("ipme", "127.0.0.1\n")
+    stub.add("example.test", "MX", "10 mx.example.test.").add("mx.example.test", "A", MX2)
+    smtp25(server, MX2)
+    modules = modules_at_exec(home, tmp_path, "example.test", MX2, DNSCACHEIP=stub.address())
+    assert "qremote.dns" in modules and not dnspython_modules(modules)
+    assert stub.asked("example.test", "MX") and stub.asked("mx.example.test", "A")
+
+
+def test_non_ascii_domain_is_asked_by_its_a_labels(stub):
+    stub.add("xn--bcher-kva.test", "MX", "10 mx.xn--bcher-kva.test.")
+    stub.add("mx.xn--bcher-kva.test", "A", "192.0.2.8")
+    assert lookup(stub, "B\u00fccher.test") == [("192.0.2.8", 10, "mx.xn--bcher-kva.test")]
+    assert stub.asked("xn--bcher-kva.test", "MX") and stub.asked("mx.xn--bcher-kva.test", "AAAA")
+
+
+@needs_root
+def test_non_ascii_domain_delivery(home, server, stub):
+    home.control("ipme", "127.0.0.1\n")
+    stub.add("xn--bcher-kva.test", "MX", "10 mx.xn--bcher-kva.test.").add("mx.xn--bcher-kva.test", "A", MX3)
+    smtp = smtp25(server, MX3)
+    assert remote(home, stub, "b\u00fccher.test")[1] == b"r\0" + accepted_by(MX3)
+    assert smtp.wait_sessions() and stub.asked("xn--bcher-kva.test", "MX")
+
+
+def test_compressed_and_mixed_case_answers_are_read(stub):
+    # dnspython's server compresses every name it can (case-insensitively: the targets'
+    # suffix comes out in the question's case); the answer's case differs from ours
+    stub.add("example.test", "MX", "10 MX.Example.TEST.", "20 other.example.test.")
+    stub.add("mx.example.test", "A", "192.0.2.1").add("other.example.test", "A", "192.0.2.2")
+    found = lookup(stub, "EXAMPLE.test")
+    assert [(ip, pref, name.lower()) for ip, pref, name in found] == [
+        ("192.0.2.1", 10, "mx.example.test"), ("192.0.2.2", 20, "other.example.test")]

@@ -1,4 +1,5 @@
-"""DNS and connection decisions without sockets: nameserver lists, the wire codec of one
+"""DNS and connection decisions without sockets: nameserver lists, the name codec (checked
+against dnspython's, an independent implementation), the wire codec of one
 question (answers built with dnspython's dns.message, an independent encoder), CNAME
 chains, MX ordering and ties, Null MX, address sharing, the failure each outcome gives,
 deadlines, the ipme/prefme rule, control/outgoingip, the Happy Eyeballs order."""
@@ -19,7 +20,12 @@ from qremote import candidates, connect, control, failures, ipme
 from qremote import dns as qdns
 from qremote.candidates import AF_INET, AF_INET6, Target
 
-N = dns.name.from_text
+D = dns.name.from_text  # dnspython's Name: builds the test packets
+
+
+def N(text):
+    """Our Name of a text ("." is the root)."""
+    return qdns.Name(()) if text == "." else qdns.name_from_ascii(text.encode())
 
 
 # --- nameservers -------------------------------------------------------------------------
@@ -84,7 +90,7 @@ def response_to(q, rcode=dns.rcode.NOERROR, answers=(), tc=False):
     if tc:
         response.flags |= dns.flags.TC
     for owner, rdtype, values in answers:
-        rrset = dns.rrset.RRset(N(owner), dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        rrset = dns.rrset.RRset(D(owner), dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
         for value in values:
             rrset.add(dns.rdata.from_text(dns.rdataclass.IN, rrset.rdtype, value), ttl=60)
         response.answer.append(rrset)
@@ -95,7 +101,7 @@ def test_question_wire_is_a_standard_recursive_query():
     q = question()
     parsed = dns.message.from_wire(q.wire)
     assert parsed.id == 0x1234 and parsed.flags == dns.flags.RD and not parsed.edns >= 0
-    assert (parsed.question[0].name, parsed.question[0].rdtype) == (N("mx.test"), dns.rdatatype.MX)
+    assert (parsed.question[0].name, parsed.question[0].rdtype) == (D("mx.test"), dns.rdatatype.MX)
 
 
 def test_matches_checks_id_qr_opcode_and_question():
@@ -173,14 +179,113 @@ def test_fresh_ids_distinct():
     assert len(set(ids)) == 2000 and all(0 <= i < 65536 for i in ids)
 
 
+# --- names: our codec ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["example.org", "Mail.Example.ORG.", "a", "xn--bcher-kva.test",
+                                  "under_score.test", "x" * 63 + ".test", "1.2.3.4.in-addr.arpa"])
+def test_encode_round_trips_and_agrees_with_dnspython(text):
+    name = qdns.name_from_ascii(text.encode())
+    assert name.wire == D(text).to_wire()
+    back, used = qdns.name_from_wire(b"\x00" * 12 + name.wire + b"rest", 12)
+    assert back == name and back.labels == name.labels and used == len(name.wire)
+    assert name.text() == text.rstrip(".").encode()
+
+
+def test_encode_refuses_what_dnspython_refused():
+    longest = b".".join([b"a" * 63] * 3 + [b"b" * 61])  # 3 * 64 + 62 + the root's 1 = 255 octets
+    assert len(qdns.name_from_ascii(longest).wire) == 255
+    for bad in (b"", b".", b"@", b"..", b".a", b"a..b", b"a.b..", b"x" * 64 + b".test",
+                longest + b"b", b"a\\.b", b"exa\\109ple"):
+        assert qdns.name_from_ascii(bad) is None, bad
+    assert qdns.name_from_ascii(b"@.test").labels == (b"@", b"test")  # only "@" alone is the root
+
+
+def pointer(offset):
+    return bytes([0xC0 | offset >> 8, offset & 0xFF])
+
+
+def test_decode_compression_pointers_including_pointer_to_pointer():
+    packet = bytearray(12) + D("example.test").to_wire()        # at 12
+    bare = len(packet)
+    packet += pointer(12)                                        # at bare: only a pointer
+    www = len(packet)
+    packet += b"\x03www" + pointer(12 + 8)                       # www + "test" (a suffix)
+    mail = len(packet)
+    packet += b"\x04MAIL" + pointer(bare)                        # a pointer to a pointer
+    packet = bytes(packet)
+    assert qdns.name_from_wire(packet, bare) == (N("example.test"), 2)
+    assert qdns.name_from_wire(packet, www) == (N("www.test"), 6)
+    name, used = qdns.name_from_wire(packet, mail)
+    assert (name, used, name.labels) == (N("mail.example.test"), 7, (b"MAIL", b"example", b"test"))
+    assert dns.name.from_wire(packet, mail) == (D("mail.example.test"), 7)  # dnspython reads it alike
+
+
+@pytest.mark.parametrize("packet, at", [
+    (b"\x01a" + pointer(0), 0),                     # points at its own start: a loop
+    (b"\x01a\x00" + pointer(5) + pointer(3), 5),    # two pointers at each other
+    (b"\x01a\x00" + pointer(6) + b"\x01b\x00", 3),  # forward pointer
+    (b"\x01a\x00" + pointer(0x3FFF), 3),            # beyond the packet
+    (b"\x01a" + pointer(0) + b"\x01b" + pointer(2), 4),  # backwards, but into the name that points: overlap
+    (b"", 0), (b"\x05ab", 0), (b"\x01a", 0), (b"\xc0", 0), (b"\x00" + b"\xc0", 1),  # cut short
+    (b"\x40" + b"a" * 64 + b"\x00", 0),             # label type 01 (a 64-octet label)
+    (b"\x80\x00", 0),                               # label type 10
+    (b"".join(bytes([63]) + b"a" * 63 for _ in range(4)) + b"\x00", 0),  # 257 octets
+])
+def test_decode_malformed(packet, at):
+    with pytest.raises(qdns.Malformed):
+        qdns.name_from_wire(packet, at)
+
+
+def test_decode_length_bound_counts_through_pointers():
+    long_label = bytes([63]) + b"a" * 63
+    base = long_label * 3 + b"\x00"                          # 193 octets: fine
+    fits = bytes([60]) + b"b" * 60 + pointer(0)              # 61 + 193 = 254
+    over = bytes([62]) + b"b" * 62 + pointer(0)              # 63 + 193 = 256
+    packet = base + fits + over
+    assert len(qdns.name_from_wire(packet, len(base))[0].wire) == 254
+    with pytest.raises(qdns.Malformed):
+        qdns.name_from_wire(packet, len(base) + len(fits))
+
+
+def test_pointer_chain_is_bounded():
+    packet, starts = bytearray(b"\x01a\x00"), [0]  # starts[k]: a name read through k pointers
+    for _ in range(qdns.MAX_POINTERS + 1):
+        starts.append(len(packet))
+        packet += pointer(starts[-2])
+    chain = bytes(packet)
+    assert qdns.name_from_wire(chain, starts[qdns.MAX_POINTERS]) == (N("a"), 2)
+    with pytest.raises(qdns.Malformed):
+        qdns.name_from_wire(chain, starts[qdns.MAX_POINTERS + 1])
+
+
+def test_names_compare_ascii_case_insensitively_only():
+    assert N("MX.Example.TEST") == N("mx.example.test") and hash(N("MX.TEST")) == hash(N("mx.test"))
+    assert {N("A.test"): 1}[N("a.TEST")] == 1
+    assert N("mx.test") != N("mx.test.test") and N("ab.test") != N("a.btest")
+    assert qdns.Name([b"\xc9"]) != qdns.Name([b"\xe9"])  # Latin-1 E/e acute: not folded, as DNS
+    assert qdns.Name([b"@"]) != qdns.Name([b"`"])         # 0x40/0x60 are not letters
+    assert N("mx.test") != "mx.test" and qdns.Name([]).is_root() and not N("a").is_root()
+
+
+def test_text_escapes_odd_bytes_as_dnspython_did():
+    name = qdns.Name([b"a b", b"x.y", b"\\", b"\xff\x00", b'"();@$', b"ok-1_"])
+    assert name.text() == b'a\\032b.x\\.y.\\\\.\\255\\000.\\"\\(\\)\\;\\@\\$.ok-1_'
+    assert dns.name.Name(name.labels + (b"",)).to_text(omit_final_dot=True).encode() == name.text()
+    assert qdns.name_bytes(qdns.Name([])) == b"."
+
+
 # --- decisions ---------------------------------------------------------------------------
 
 def test_query_name():
     assert qdns.query_name(b"Example.ORG") == N("example.org")
+    assert qdns.query_name(b"Example.ORG").labels == (b"Example", b"ORG")  # case kept as given
     assert qdns.query_name("b\u00fccher.test".encode()) == N("xn--bcher-kva.test")
+    assert qdns.query_name("B\u00dcCHER.test.".encode()) == N("xn--bcher-kva.test")
+    assert qdns.query_name("b\u00fccher\u3002test".encode()) == N("xn--bcher-kva.test")  # an IDNA dot
     assert qdns.query_name(b"exa\\109ple.org") is None  # no escapes smuggled in
-    for bad in (b"", b".", b"a..b", b"x" * 64 + b".test", b"\xff\xfe"):
-        assert qdns.query_name(bad) is None
+    for bad in (b"", b".", b"@", b"a..b", b"x" * 64 + b".test", b"\xff\xfe", "\u00fc..test".encode(),
+                "\u00fc\\.test".encode(), "\u00fc".encode() * 60 + b".test"):
+        assert qdns.query_name(bad) is None, bad
 
 
 def test_order_mx_by_preference_keeping_best_of_duplicates():
@@ -194,8 +299,8 @@ def test_order_mx_ties_are_random_and_both_orders_happen():
     for _ in range(200):
         ordered = qdns.order_mx(pairs)
         assert ordered[2] == (20, N("c.test"))
-        seen.add(tuple(n.to_text() for _, n in ordered[:2]))
-    assert seen == {("a.test.", "b.test."), ("b.test.", "a.test.")}
+        seen.add(tuple(n.text() for _, n in ordered[:2]))
+    assert seen == {(b"a.test", b"b.test"), (b"b.test", b"a.test")}
 
 
 def test_order_mx_tie_break_comes_from_the_entropy_source():
@@ -421,3 +526,48 @@ def test_any_answer_body_parses_or_is_malformed(body, count, rcode):
 @given(st.binary(max_size=80))
 def test_matches_never_raises(packet):
     assert question().matches(packet) in (True, False)
+
+
+def wire_names():
+    """Packets likely to hold names: runs of short labels, pointers and zeros."""
+    piece = st.one_of(st.binary(min_size=1, max_size=4).map(lambda b: bytes([len(b)]) + b),
+                      st.integers(0, 40).map(pointer), st.just(b"\x00"), st.binary(max_size=3))
+    return st.lists(piece, max_size=24).map(b"".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.binary(max_size=300), wire_names()), st.integers(0, 310))
+def test_decoder_raises_nothing_but_malformed_and_agrees_with_dnspython(packet, at):
+    try:
+        name, used = qdns.name_from_wire(packet, at)
+    except qdns.Malformed:
+        with pytest.raises(Exception):  # dnspython refuses it too (whatever it raises)
+            dns.name.from_wire(packet, at)
+        return
+    assert 0 < used <= len(packet) - at and len(name.wire) <= qdns.MAX_NAME
+    assert all(0 < len(label) <= 63 for label in name.labels)
+    theirs, their_used = dns.name.from_wire(packet, at)
+    assert (name.labels + (b"",), used) == (theirs.labels, their_used)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=80))
+def test_ascii_hosts_read_as_dnspython_read_them(text):
+    host = text.encode()
+    mine = qdns.query_name(host)
+    try:
+        theirs = D(text)
+    except Exception:
+        theirs = None
+    if b"\\" in host or theirs is None or theirs == dns.name.root:
+        assert mine is None
+    else:
+        assert mine is not None and mine.wire == theirs.to_wire()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=20), min_size=1, max_size=8))
+def test_text_matches_dnspython_and_wire_round_trips(labels):
+    name = qdns.Name(labels)
+    assert name.text() == dns.name.Name(name.labels + (b"",)).to_text(omit_final_dot=True).encode()
+    assert qdns.name_from_wire(name.wire, 0) == (name, len(name.wire))
