@@ -2,7 +2,7 @@
 
 IP literals need no DNS; everything else goes to dns.py, which is imported only
 here and only when a name must be looked up, so a delivery through an IP route
-never loads dnspython.
+never loads it; dns.py loads dnspython only to IDNA-encode a non-ASCII name.
 """
 
 from . import failures
