@@ -102,7 +102,9 @@ def first_plan(host, controls, policy):
 
     route = routes.route_for(host)
     targets = resolve.require_some(resolve.targets_for(host, route, controls.timeoutdns))
-    targets = apply_prefme(targets, ipme.my_addresses(), routed=route is not routes.MX)
+    routed = route is not routes.MX
+    # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
+    targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
     return tlspolicy.Plan(policy, [tlspolicy.Attempt(t) for t in targets])
 
 
