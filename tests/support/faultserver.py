@@ -45,6 +45,8 @@ import struct
 import threading
 import time
 
+from tests.support.net import Stoppable, accept_each, close_quietly, listening
+
 STAGES = ("connect", "greeting", "ehlo", "mail", "rcpt1", "rcpt2", "data", "body", "final")
 STAGES_TLS = ("starttls", "handshake", "ehlo_tls")  # then mail..final inside TLS
 CONNECTION_FAULTS = ("reset", "close", "stall", "slow")
@@ -193,10 +195,11 @@ def expected(stage, fault):
     if fault in ("longline", "continuations"):
         return Expected(before, "Z", b"but its reply was too long", duplicate=stage == "final")
     if fault == "wrong_class":
-        # below 400 goes on, as stock (DATA: the message is sent), except at the two
-        # places that need one exact answer: the greeting (220), EHLO/HELO (250); and
-        # the final dot, where only a 2xx is success (stock says K to a 3xx)
-        if stage in ("mail", "rcpt1", "rcpt2", "data"):
+        # below 400 goes on, as stock, except at the places that need one exact answer:
+        # the greeting (220), EHLO/HELO (250), DATA (354: else the server would read the
+        # message as commands; stock sends it) and the final dot, where only a 2xx is
+        # success (stock says K to a 3xx)
+        if stage in ("mail", "rcpt1", "rcpt2"):
             return Expected("rr", "K", b"accepted message.")
         return Expected(before, "Z", REPLY_TEXT[stage])
     permanent = fault == "perm"
@@ -316,7 +319,7 @@ class _End(Exception):
     """The session is over (fault done or client gone)."""
 
 
-class FaultServer:
+class FaultServer(Stoppable):
     """Serves every connection with the current fault: .fault = (stage, fault) or None."""
 
     LIMIT = 120  # seconds: no server thread outlives a lost client by more
@@ -344,10 +347,7 @@ class FaultServer:
         self.tls_offered = tls is not None
         self.host = host
         self.patience = patience
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, 0))
-        self.listener.listen(64)
+        self.listener = listening(host)
         self.port = self.listener.getsockname()[1]
         self.sessions = []
         self.stopping = False
@@ -405,35 +405,21 @@ class FaultServer:
                     session.conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        for sock in [self.listener, self._refusing, self._full] + self._fillers:
-            if sock is not None:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        close_quietly(self.listener, self._refusing, self._full, *self._fillers)
 
     def _accept(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            session = Session()
-            session.conn = conn
-            fault = self.fault
-            if self.sequence:
-                fault = self.sequence.pop(0)
-            elif self.once:
-                self.fault = None  # spent: the next connection is served well
-            self.sessions.append(session)
-            threading.Thread(target=self._serve, args=(conn, session, fault, self.mode),
-                             daemon=True).start()
+        accept_each(self, self.listener, self._start_session)
+
+    def _start_session(self, conn, _peer):
+        session = Session()
+        session.conn = conn
+        fault = self.fault
+        if self.sequence:
+            fault = self.sequence.pop(0)
+        elif self.once:
+            self.fault = None  # spent: the next connection is served well
+        self.sessions.append(session)
+        threading.Thread(target=self._serve, args=(conn, session, fault, self.mode), daemon=True).start()
 
     # --- one session ---
     def _serve(self, conn, session, fault, mode):

@@ -79,7 +79,10 @@ class ReplyParser:
                 raise ReplyTooLong()
             room = _KEEP_LINE - len(self._line)  # the same bytes kept however data is split
             if room > 0:
-                self._line += data[pos:min(stop, pos + room)]
+                piece = data[pos:stop]
+                if b"\r" in piece:  # stock keeps no CR, so CRs must not use up the room
+                    piece = piece.replace(b"\r", b"")
+                self._line += piece[:room]
             if newline < 0:
                 return end
             pos = newline + 1

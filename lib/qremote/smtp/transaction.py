@@ -11,8 +11,10 @@ Rules:
    connection a possible duplicate.
 2. Success (phase DONE) only after a 2xx reply to the final dot: a 3xx there is no
    valid answer (RFC 5321 section 4.3.2), so it is a temporary failure, where stock
-   says K. A malformed reply is never success (reply.py rule 2). Elsewhere any reply
-   below 400 goes on, as stock.
+   says K. A malformed reply is never success (reply.py rule 2). DATA goes on to the
+   message only after a 354: after anything else (stock takes any reply below 400)
+   the server would read the message as commands. Elsewhere any reply below 400
+   goes on, as stock.
 3. Failures are raised as the exceptions of failures.py; recipient reports queue up
    in order and the shell takes them with take_reports().
 4. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write and the
@@ -73,7 +75,7 @@ class Transaction:
         if self.phase == RCPT:
             return self._rcpt_reply(reply)
         if self.phase == DATA:
-            if not reply.ok:
+            if reply.code != 354:
                 raise failures.DataRejected(self.ip, reply)
             self.phase = BODY
             return b""
