@@ -1,14 +1,11 @@
 """Connecting: connect.race() on loopback (Happy Eyeballs order, refusals, timeouts,
 source addresses) and the same through the installed qmail-remote.
 
-A black hole without root or a network namespace: a listener with listen(0) and one
-connection it never accepts has a full accept queue, so Linux drops further SYNs and
-connect() stays pending until its deadline.
+A black hole without root or a network namespace: tests/support/net.py BlackHole.
 """
 
 import errno
 import os
-import socket
 import time
 
 import pytest
@@ -16,85 +13,19 @@ import pytest
 from qremote import connect, failures
 from qremote.candidates import AF_INET, AF_INET6, Target
 from tests.support.dnsserver import DNSServer
+from tests.support.net import blackhole, closed_after, listening, needs_ipv6, needs_root, refusing_port  # noqa: F401 (fixture)
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="MX targets are reached on port 25: needs root")
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no ::1 here")
-
-
-class BlackHole:
-    """host:port where connect() never completes (skips the test when the kernel disagrees)."""
-
-    def __init__(self, host, port=0):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.listener.bind((host, port))
-        except OSError as error:
-            self.listener.close()
-            pytest.skip("cannot bind %s:%d: %s" % (host, port, error))
-        self.listener.listen(0)
-        self.host, self.port = host, self.listener.getsockname()[1]
-        self.filler = socket.create_connection((host, self.port), timeout=5)
-        probe = socket.socket(family, socket.SOCK_STREAM)
-        probe.settimeout(1.0)
-        try:
-            probe.connect((host, self.port))
-        except socket.timeout:
-            return
-        except OSError as error:
-            self.close()
-            pytest.skip("no black hole on a full accept queue here: %s" % error)
-        finally:
-            probe.close()
-        self.close()
-        pytest.skip("this kernel accepts beyond a full listen(0) queue")
-
-    def target(self, pref=0):
-        return Target(self.host, AF_INET6 if ":" in self.host else AF_INET, self.port, pref, b"hole")
-
-    def close(self):
-        self.filler.close()
-        self.listener.close()
-
-
-@pytest.fixture
-def blackhole():
-    made = []
-
-    def make(host="127.0.0.1", port=0):
-        hole = BlackHole(host, port)
-        made.append(hole)
-        return hole
-    yield make
-    for hole in made:
-        hole.close()
+def target(place, pref=0):
+    """The connect.race() Target for a listener or black hole."""
+    return Target(place.host, AF_INET6 if ":" in place.host else AF_INET, place.port, pref, b"test")
 
 
 class Listener:
     """A plain listening socket: connections complete in the kernel; accepted() tells who came."""
 
     def __init__(self, host="127.0.0.1", port=0):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(16)
+        self.sock = listening(host, port, backlog=16)
         self.host, self.port = host, self.sock.getsockname()[1]
-
-    def target(self, pref=0):
-        return Target(self.host, AF_INET6 if ":" in self.host else AF_INET, self.port, pref, b"up")
 
     def accepted(self):
         """Peers of the connections waiting to be accepted."""
@@ -114,22 +45,8 @@ class Listener:
 
 @pytest.fixture
 def listener():
-    made = []
-
-    def make(host="127.0.0.1", port=0):
-        made.append(Listener(host, port))
-        return made[-1]
-    yield make
-    for one in made:
-        one.close()
-
-
-def refused_target(host="127.0.0.1"):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))  # bound, never listening: refused
-    port = sock.getsockname()[1]
-    sock.close()
-    return Target(host, AF_INET, port, 0, b"refused")
+    with closed_after(Listener) as make:
+        yield make
 
 
 def race(targets, timeout=30, **kw):
@@ -146,31 +63,33 @@ def race(targets, timeout=30, **kw):
 
 def test_black_hole_first_then_the_next_address_wins_after_the_stagger(blackhole, listener):
     hole, up = blackhole(), listener()
-    winner, results, elapsed = race([hole.target(), up.target()], timeout=30)
-    assert winner == up.target()
-    assert results == [(up.target(), 0, False)]  # the abandoned attempt is not reported
+    winner, results, elapsed = race([target(hole), target(up)], timeout=30)
+    assert winner == target(up)
+    assert results == [(target(up), 0, False)]  # the abandoned attempt is not reported
     assert elapsed >= connect.STAGGER * 0.8  # the second attempt waited for the first
     assert elapsed < 10  # and nobody waited for timeoutconnect (30 s): a generous bound
 
 
 def test_answering_first_wins_and_the_next_is_never_started(listener):
     first, second = listener(), listener()
-    winner, results, _ = race([first.target(), second.target()])
-    assert winner == first.target() and results == [(first.target(), 0, False)]
+    winner, results, _ = race([target(first), target(second)])
+    assert winner == target(first) and results == [(target(first), 0, False)]
     time.sleep(0.3)
     assert len(first.accepted()) == 1 and second.accepted() == []
 
 
 def test_a_refusal_starts_the_next_attempt_at_once(listener):
-    refused, up = refused_target(), listener()
-    winner, results, _ = race([refused, up.target()])
-    assert winner == up.target()
-    assert results == [(refused, errno.ECONNREFUSED, False), (up.target(), 0, False)]
+    up = listener()
+    with refusing_port() as port:
+        refused = Target("127.0.0.1", AF_INET, port, 0, b"refused")
+        winner, results, _ = race([refused, target(up)])
+    assert winner == target(up)
+    assert results == [(refused, errno.ECONNREFUSED, False), (target(up), 0, False)]
 
 
 def test_every_address_black_holed_each_times_out(blackhole):
     holes = [blackhole(), blackhole()]
-    winner, results, elapsed = race([h.target() for h in holes], timeout=1)
+    winner, results, elapsed = race([target(h) for h in holes], timeout=1)
     assert winner is None
     assert sorted((t.port, e, timed_out) for t, e, timed_out in results) == sorted(
         (h.port, errno.ETIMEDOUT, True) for h in holes)
@@ -183,22 +102,22 @@ def test_nothing_to_try():
 
 def test_source_address_is_bound_per_family(listener):
     up = listener()
-    winner, _, _ = race([up.target()], sources={AF_INET: "127.0.0.5", AF_INET6: "::1"})
-    assert winner == up.target()
+    winner, _, _ = race([target(up)], sources={AF_INET: "127.0.0.5", AF_INET6: "::1"})
+    assert winner == target(up)
     assert [peer[0] for peer in up.accepted()] == ["127.0.0.5"]
 
 
 @needs_ipv6
 def test_source_of_the_other_family_is_not_used(listener):
     up = listener("::1")
-    winner, _, _ = race([up.target()], sources={AF_INET: "127.0.0.5"})
-    assert winner == up.target() and [peer[0] for peer in up.accepted()] == ["::1"]
+    winner, _, _ = race([target(up)], sources={AF_INET: "127.0.0.5"})
+    assert winner == target(up) and [peer[0] for peer in up.accepted()] == ["::1"]
 
 
 def test_source_address_not_on_this_machine_is_a_clear_z(listener):
     up = listener()
     with pytest.raises(failures.SourceUnusable) as caught:
-        race([up.target()], sources={AF_INET: "192.0.2.1"})
+        race([target(up)], sources={AF_INET: "192.0.2.1"})
     assert caught.value.letter == failures.Z and b"control/outgoingip" in caught.value.text()
 
 
@@ -224,7 +143,7 @@ def test_happy_eyeballs_within_one_mx(home, server, blackhole):
         assert time.monotonic() - start < 20  # did not wait for timeoutconnect on the black hole
     finally:
         dns_server.stop()
-        smtp.listener.shutdown(socket.SHUT_RDWR)
+        smtp.stop()
     assert raw == b"r\0K127.0.53.21 accepted message.\nRemote host said: 250 ok queued\n\0"
     assert len(smtp.wait_sessions()) == 1
     # the abandoned IPv6 attempt left no tcpto6 record

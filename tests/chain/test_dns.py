@@ -19,25 +19,13 @@ import pytest
 from qremote import dns as qdns
 from qremote import failures
 from tests.support.dnsserver import DNSServer
+from tests.support.net import needs_ipv6, needs_root
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="MX targets are reached on port 25: needs root")
 DNSMASQ = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
 needs_dnsmasq = pytest.mark.skipif(DNSMASQ is None, reason="Debian's dnsmasq is not installed")
 
 SOFT_TEXT = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n\0"
 MX1, MX2, MX3, MX4 = "127.0.53.1", "127.0.53.2", "127.0.53.3", "127.0.53.4"
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no ::1 here")
 
 
 @pytest.fixture
@@ -70,14 +58,7 @@ def smtp25(server, ip, **replies):
 
 
 def halt(smtp):
-    """Stop listening now. SMTPServer.stop() only closes the listener, and a close does
-    not wake the thread blocked in accept(): the port would stay bound (and answering)
-    until the next connection. shutdown() does wake it."""
-    smtp.stopping = True
-    try:
-        smtp.listener.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+    """Stop listening now: the port is free (refusing) once the accept thread is gone."""
     smtp.stop()
     smtp.thread.join(5)
 

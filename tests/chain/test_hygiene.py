@@ -23,15 +23,22 @@ O_CLOEXEC = 0o2000000
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 
 
-def start(home, server, recipients=("a@example.org", "b@example.org")):
-    home.control("timeoutremote", "30\n")
+def launch(home, server, recipients=("a@example.org",), body=b"hello\n", stdout=subprocess.PIPE,
+           stderr=subprocess.STDOUT):
+    """The installed qmail-remote, in a session of its own, delivering a short message to
+    recipients through server (its reports on stdout)."""
     host, port = server.address_for()
     home.route("example.org:%s:%d" % (host, port))
-    message = home.message_file(b"Subject: hygiene\n\nhello\n")
+    message = home.message_file(b"Subject: hygiene\n\n" + body)
     with open(message, "rb") as fd0:
         return subprocess.Popen([os.path.join(home.bindir, "qmail-remote"), "example.org", "s@src.example"]
-                                + list(recipients), stdin=fd0, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=home.env(), start_new_session=True)
+                                + list(recipients), stdin=fd0, stdout=stdout, stderr=stderr, env=home.env(),
+                                start_new_session=True)
+
+
+def start(home, server, recipients=("a@example.org", "b@example.org")):
+    home.control("timeoutremote", "30\n")
+    return launch(home, server, recipients)
 
 
 def wait_for(condition, what, timeout=20):
@@ -79,6 +86,13 @@ def finish(proc, server):
     return decode_reports(output)
 
 
+def assert_io_descriptors(fds):
+    """qmail-remote-io's descriptors: 0 message, 1 report pipe, 2 /dev/null, 6 = 7 one socket."""
+    assert sorted(fds) == [0, 1, 2, 6, 7], fds
+    assert fds[6][0] == fds[7][0] and fds[6][0].startswith("socket:"), fds
+    assert fds[2][0] == "/dev/null"  # stderr silenced: qmail-rspawn copies fd 2 into the report
+
+
 def test_qmail_remote_io_holds_only_0_1_2_6_7(home):
     with FaultServer(("data", "stall")) as server:
         proc = start(home, server)
@@ -87,9 +101,7 @@ def test_qmail_remote_io_holds_only_0_1_2_6_7(home):
             wait_for(lambda: program_of(proc.pid) == "qmail-remote-io", "the exec of qmail-remote-io")
             time.sleep(0.2)  # it is reading the DATA reply now
             fds = descriptors(proc.pid)
-            assert sorted(fds) == [0, 1, 2, 6, 7], fds
-            assert fds[6][0] == fds[7][0] and fds[6][0].startswith("socket:"), fds
-            assert fds[2][0] == "/dev/null"  # stderr silenced: qmail-rspawn copies fd 2 into the report
+            assert_io_descriptors(fds)
             argv, environ = exposed(proc.pid)
         finally:
             reports = finish(proc, server)
@@ -127,9 +139,8 @@ def test_qmail_remote_descriptors_are_close_on_exec(home):
     assert reports[-1][0] == "Z"
 
 
-def processes_of_session(sid):
-    """Pids of live processes (zombies included) in session sid."""
-    found = []
+def process_stats():
+    """(pid, state, ppid, session) of every process alive now (zombies included)."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -137,27 +148,18 @@ def processes_of_session(sid):
             with open("/proc/%s/stat" % name, "rb") as f:
                 stat = f.read()
         except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[3]) == sid:  # state ppid pgrp session
-            found.append((int(name), fields[0].decode()))
-    return found
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(b")") + 2:].split()  # state ppid pgrp session ...
+        yield int(name), fields[0].decode(), int(fields[1]), int(fields[3])
+
+
+def processes_of_session(sid):
+    """[(pid, state)] of the processes in session sid."""
+    return [(pid, state) for pid, state, _, session in process_stats() if session == sid]
 
 
 def children_of(pid):
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(name))
-    return found
+    return [child for child, _, ppid, _ in process_stats() if ppid == pid]
 
 
 @pytest.mark.parametrize("fault, letter", [
@@ -173,13 +175,7 @@ def test_nothing_outlives_the_delivery(home, fault, letter):
     home.control("timeoutremote", "2\n")
     before = set(children_of(os.getpid()))
     with FaultServer(fault) as server:
-        host, port = server.address_for()
-        home.route("example.org:%s:%d" % (host, port))
-        message = home.message_file(b"Subject: hygiene\n\nhello\n")
-        with open(message, "rb") as fd0:
-            proc = subprocess.Popen([os.path.join(home.bindir, "qmail-remote"), "example.org", "s@src.example",
-                                     "a@example.org"], stdin=fd0, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, env=home.env(), start_new_session=True)
+        proc = launch(home, server)
         output = proc.stdout.read()  # EOF: every holder of the report pipe has exited
         proc.stdout.close()
         proc.wait(timeout=30)
@@ -193,16 +189,11 @@ def test_report_reader_gone_does_not_hang_or_fail(home):
     """qmail-rspawn gone (the report pipe closed): the delivery still ends, exit 0, nothing left."""
     home.control("timeoutremote", "5\n")
     with FaultServer() as server:
-        host, port = server.address_for()
-        home.route("example.org:%s:%d" % (host, port))
-        message = home.message_file(b"Subject: hygiene\n\nnobody reads the reports\n")
         read_end, write_end = os.pipe()
         os.close(read_end)  # every report write gets EPIPE
         try:
-            with open(message, "rb") as fd0:
-                proc = subprocess.Popen([os.path.join(home.bindir, "qmail-remote"), "example.org", "s@src.example",
-                                         "a@example.org"], stdin=fd0, stdout=write_end, stderr=subprocess.DEVNULL,
-                                        env=home.env(), start_new_session=True)
+            proc = launch(home, server, body=b"nobody reads the reports\n", stdout=write_end,
+                          stderr=subprocess.DEVNULL)
         finally:
             os.close(write_end)
         assert proc.wait(timeout=60) == 0
@@ -303,10 +294,8 @@ def test_tls_chain_descriptors(tls_home):
         finally:
             reports = finish(proc, server)
     assert reports[-1][0] == "Z"
-    # qmail-remote-io: 0 message, 1 report pipe, 2 /dev/null, 6 = 7 its end of the relay's socketpair
-    assert sorted(fds) == [0, 1, 2, 6, 7], fds
-    assert fds[6][0] == fds[7][0] and fds[6][0].startswith("socket:"), fds
-    assert fds[2][0] == "/dev/null"
+    # qmail-remote-io's 6 = 7: its end of the relay's socketpair
+    assert_io_descriptors(fds)
     assert environ.get("SSL_PROTOCOL", "").startswith("TLSv1."), environ  # tlsc-io ran it
     assert io_children == [], "qmail-remote-io has children (a zombie middle fork?): %r" % io_children
     # the relay: the one other process of the chain, forked from tlsc-io, not qmail-remote-io's child
@@ -341,9 +330,7 @@ def test_tls_failure_continuation_hands_on_clean_descriptors(tls_home):
         finally:
             reports = finish(proc, server)
     assert reports[-1][0] == "Z"
-    assert sorted(fds) == [0, 1, 2, 6, 7], fds
-    assert fds[6][0] == fds[7][0] and fds[6][0].startswith("socket:"), fds
-    assert fds[2][0] == "/dev/null"
+    assert_io_descriptors(fds)
     assert not [name for name in environ if name.startswith("SSL_") or name == "TLSC_FAILURE"], environ
     assert not any(arg.startswith(b"--qremote-resume") for arg in argv), argv
     assert others == [], others
@@ -377,13 +364,7 @@ def test_tls_relay_ends_with_a_server_that_never_lets_go(tls_home, adopter):
     home = tls_home
     home.control("timeoutremote", "30\n")
     server = FaultServer(("quit", "hold"), tls=home.certificate, patience=15)
-    host, port = server.address_for()
-    home.route("example.org:%s:%d" % (host, port))
-    message = home.message_file(b"Subject: hygiene\n\nhello over TLS\n")
-    with open(message, "rb") as fd0:
-        proc = subprocess.Popen([os.path.join(home.bindir, "qmail-remote"), "example.org", "s@src.example",
-                                 "a@example.org"], stdin=fd0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=home.env(), start_new_session=True)
+    proc = launch(home, server, body=b"hello over TLS\n")
     exited = []
     watcher = threading.Thread(target=lambda: exited.append((proc.wait(), time.monotonic())))
     watcher.start()
@@ -421,13 +402,7 @@ def test_tls_nothing_outlives_the_delivery(tls_home, adopter, fault, level, lett
     home.control("timeoutconnect", "2\n")
     home.control("tlsstrictness", "%d\n" % level)
     with FaultServer(fault, tls=home.certificate, once=True) as server:
-        host, port = server.address_for()
-        home.route("example.org:%s:%d" % (host, port))
-        message = home.message_file(b"Subject: hygiene\n\nhello\n")
-        with open(message, "rb") as fd0:
-            proc = subprocess.Popen([os.path.join(home.bindir, "qmail-remote"), "example.org", "s@src.example",
-                                     "a@example.org"], stdin=fd0, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, env=home.env(), start_new_session=True)
+        proc = launch(home, server)
         output = proc.stdout.read()  # EOF: every holder of the report pipe has exited
         eof = time.monotonic()
         proc.stdout.close()

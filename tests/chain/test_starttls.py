@@ -382,77 +382,65 @@ def test_bad_resume_state_is_a_z_not_a_traceback(home):
 
 # --- real MX lookups: port 25 (root), names from the test DNS server ---
 
-def port25_server(ip, **kw):
+def port25_server(server, ip, **kw):
+    """server(): the conftest fixture, which stops it after the test."""
     if os.geteuid() != 0:
         pytest.skip("port 25 needs root")
     try:
-        return SMTPServer(ip, 25, **kw)
+        return server(host=ip, port=25, **kw)
     except OSError as error:
         pytest.skip("cannot listen on %s:25: %s" % (ip, error))
+
+
+# mx.test: a.mx.test (preference 10) on 127.0.7.2, b.mx.test (20) on 127.0.7.3
+TWO_MX = [("mx.test", "MX", "10 a.mx.test.", "20 b.mx.test."), ("a.mx.test", "A", "127.0.7.2"),
+          ("b.mx.test", "A", "127.0.7.3")]
 
 
 def mx_remote(home, d, domain="mx.test"):
     return home.remote(domain, "s@src.example", "r@" + domain, message=MSG, DNSCACHEIP=d.address())
 
 
-def test_s1_backup_mx_with_tls_preferred_over_primary_without(home, pki, dns):
-    primary = port25_server("127.0.7.2", ehlo=b"250-primary.test\r\n250 PIPELINING\r\n")
-    backup = port25_server("127.0.7.3", tls_cert=pki.server("b.mx.test"))
-    try:
-        d = dns([("mx.test", "MX", "10 a.mx.test.", "20 b.mx.test."), ("a.mx.test", "A", "127.0.7.2"),
-                 ("b.mx.test", "A", "127.0.7.3")])
-        tls_setup(home, 1, pki.ca_file)
-        _, raw = mx_remote(home, d)
-        assert raw.startswith(b"r\0K127.0.7.3 accepted message. (TLSv1.3 unverified"), raw
-        first, = primary.wait_sessions()
-        assert first.commands[-1] == b"QUIT" and not first.messages
-        second, = backup.wait_sessions()
-        assert second.sni == "b.mx.test" and second.messages == [WIRE_MSG]
-    finally:
-        primary.stop()
-        backup.stop()
+def test_s1_backup_mx_with_tls_preferred_over_primary_without(home, server, pki, dns):
+    primary = port25_server(server, "127.0.7.2", ehlo=b"250-primary.test\r\n250 PIPELINING\r\n")
+    backup = port25_server(server, "127.0.7.3", tls_cert=pki.server("b.mx.test"))
+    d = dns(TWO_MX)
+    tls_setup(home, 1, pki.ca_file)
+    _, raw = mx_remote(home, d)
+    assert raw.startswith(b"r\0K127.0.7.3 accepted message. (TLSv1.3 unverified"), raw
+    first, = primary.wait_sessions()
+    assert first.commands[-1] == b"QUIT" and not first.messages
+    second, = backup.wait_sessions()
+    assert second.sni == "b.mx.test" and second.messages == [WIRE_MSG]
 
 
-def test_s2_verifies_the_mx_host_name_not_the_domain(home, pki, dns):
-    wrong = port25_server("127.0.7.2", tls_cert=pki.server("mx.test"))  # the domain's name, not the MX's
-    right = port25_server("127.0.7.3", tls_cert=pki.server("b.mx.test"))
-    try:
-        d = dns([("mx.test", "MX", "10 a.mx.test.", "20 b.mx.test."), ("a.mx.test", "A", "127.0.7.2"),
-                 ("b.mx.test", "A", "127.0.7.3")])
-        tls_setup(home, 2, pki.ca_file)
-        _, raw = mx_remote(home, d)
-        assert raw.startswith(b"r\0K127.0.7.3 accepted message. (TLSv1.3 verified"), raw
-        assert wrong.wait_sessions()[0].sni == "a.mx.test" and not wrong.sessions[0].messages
-    finally:
-        wrong.stop()
-        right.stop()
+def test_s2_verifies_the_mx_host_name_not_the_domain(home, server, pki, dns):
+    wrong = port25_server(server, "127.0.7.2", tls_cert=pki.server("mx.test"))  # the domain's name, not the MX's
+    right = port25_server(server, "127.0.7.3", tls_cert=pki.server("b.mx.test"))
+    d = dns(TWO_MX)
+    tls_setup(home, 2, pki.ca_file)
+    _, raw = mx_remote(home, d)
+    assert raw.startswith(b"r\0K127.0.7.3 accepted message. (TLSv1.3 verified"), raw
+    assert wrong.wait_sessions()[0].sni == "a.mx.test" and not wrong.sessions[0].messages
 
 
-def test_s2_none_verifies_lists_every_reason(home, pki, dns):
-    plain = port25_server("127.0.7.2", ehlo=b"250-primary.test\r\n250 PIPELINING\r\n")
-    untrusted = port25_server("127.0.7.3", tls_cert=pki.untrusted("b.mx.test"))
-    try:
-        d = dns([("mx.test", "MX", "10 a.mx.test.", "20 b.mx.test."), ("a.mx.test", "A", "127.0.7.2"),
-                 ("b.mx.test", "A", "127.0.7.3")])
-        tls_setup(home, 2, pki.ca_file)
-        _, raw = mx_remote(home, d)
-        assert raw.startswith(b"ZSorry, no server would take the message over TLS, as control/tlsstrictness 2 "
-                              b"requires (127.0.7.2: no STARTTLS offered; 127.0.7.3: certificate not trusted: "), raw
-    finally:
-        plain.stop()
-        untrusted.stop()
+def test_s2_none_verifies_lists_every_reason(home, server, pki, dns):
+    plain = port25_server(server, "127.0.7.2", ehlo=b"250-primary.test\r\n250 PIPELINING\r\n")
+    untrusted = port25_server(server, "127.0.7.3", tls_cert=pki.untrusted("b.mx.test"))
+    d = dns(TWO_MX)
+    tls_setup(home, 2, pki.ca_file)
+    _, raw = mx_remote(home, d)
+    assert raw.startswith(b"ZSorry, no server would take the message over TLS, as control/tlsstrictness 2 "
+                          b"requires (127.0.7.2: no STARTTLS offered; 127.0.7.3: certificate not trusted: "), raw
 
 
-def test_implicit_mx_uses_the_domain_as_name(home, pki, dns):
-    s = port25_server("127.0.7.4", tls_cert=pki.server("implicit.test"))
-    try:
-        d = dns([("implicit.test", "A", "127.0.7.4")])
-        tls_setup(home, 2, pki.ca_file)
-        _, raw = mx_remote(home, d, "implicit.test")
-        assert raw.startswith(b"r\0K127.0.7.4 accepted message. (TLSv1.3 verified"), raw
-        assert s.wait_sessions()[0].sni == "implicit.test"
-    finally:
-        s.stop()
+def test_implicit_mx_uses_the_domain_as_name(home, server, pki, dns):
+    s = port25_server(server, "127.0.7.4", tls_cert=pki.server("implicit.test"))
+    d = dns([("implicit.test", "A", "127.0.7.4")])
+    tls_setup(home, 2, pki.ca_file)
+    _, raw = mx_remote(home, d, "implicit.test")
+    assert raw.startswith(b"r\0K127.0.7.4 accepted message. (TLSv1.3 verified"), raw
+    assert s.wait_sessions()[0].sni == "implicit.test"
 
 
 # --- tcpto across tlsc-io and the resumed qmail-remote ---

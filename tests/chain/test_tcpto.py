@@ -1,11 +1,10 @@
 """tcpto through the installed chain: real connect timeouts on loopback, the files on disk
 byte by byte, and the qmail-tcpto6 / qmail-tcpok6 admin tools.
 
-A connect timeout without root and without the network: a listener with listen(0)
-and one connection it never accepts has a full accept queue, so Linux drops every
-further SYN and connect() waits until timeoutconnect (1 s here). The table is keyed
-by address, not port, so "skipped" is proven by a working SMTP server on the same
-address that sees no connection while the report says #4.4.1.
+A connect timeout without root and without the network: a black hole (tests/support/net.py),
+where connect() waits until timeoutconnect (1 s here). The table is keyed by address, not
+port, so "skipped" is proven by a working SMTP server on the same address that sees no
+connection while the report says #4.4.1.
 """
 
 import os
@@ -18,6 +17,7 @@ import time
 import pytest
 
 from tests.conftest import TOP
+from tests.support.net import blackhole, ipv6_loopback, needs_ipv6, refusing_port  # noqa: F401 (fixture)
 
 NO_CONNECTION = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0"
 LIB = os.path.join(TOP, "lib")
@@ -29,67 +29,6 @@ def rec4(ip, count, when, pad1=b"\0\0\0", pad2=b"\0\0\0\0"):
 
 def rec6(ip, count, when, pad1=b"\0\0\0", pad2=b"\0" * 8):
     return struct.pack("<16sB3sI8s", socket.inet_pton(socket.AF_INET6, ip), count, pad1, when, pad2)
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no ::1 here")
-
-
-class Blackhole:
-    """An address:port where connect() times out: a listener whose accept queue is full."""
-
-    def __init__(self, host):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.bind((host, 0))
-        self.listener.listen(0)
-        self.port = self.listener.getsockname()[1]
-        self.filler = socket.create_connection((host, self.port), timeout=10)  # fills the queue
-        probe = socket.socket(family, socket.SOCK_STREAM)
-        probe.settimeout(1.5)
-        try:
-            probe.connect((host, self.port))
-        except socket.timeout:
-            return
-        except OSError as error:
-            self.close()
-            pytest.skip("no connect timeout on a full accept queue here: %s" % error)
-        finally:
-            probe.close()
-        self.close()
-        pytest.skip("this kernel accepts beyond a full listen(0) queue: no connect timeout")
-
-    def close(self):
-        self.filler.close()
-        self.listener.close()
-
-
-@pytest.fixture
-def blackhole():
-    made = []
-
-    def make(host):
-        hole = Blackhole(host)
-        made.append(hole)
-        return hole
-    yield make
-    for hole in made:
-        hole.close()
-
-
-def closed_port(host):
-    """A bound socket that never listens: connecting to its port is refused."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    return sock
 
 
 def relay(host, port):
@@ -191,11 +130,8 @@ def test_v4_first_timeout_is_stocks_record_and_a_second_within_120s_is_not_count
 def test_v4_refused_connection_clears_the_count(home):
     old = int(time.time()) - 10000  # 2 timeouts, but long ago: tried again
     write(tcpto_path(home), rec4("127.0.0.1", 2, old, b"xyz", b"uvwx") + bytes(1008))
-    refusing = closed_port("127.0.0.1")
-    try:
-        _, raw, _, _ = attempt(home, "127.0.0.1", refusing.getsockname()[1])
-    finally:
-        refusing.close()
+    with refusing_port("127.0.0.1") as port:
+        _, raw, _, _ = attempt(home, "127.0.0.1", port)
     assert raw == NO_CONNECTION
     assert read(tcpto_path(home)) == rec4("127.0.0.1", 0, old, b"xyz", b"uvwx") + bytes(1008)
 
@@ -264,11 +200,8 @@ def test_v6_two_timeouts_then_skip_then_tcpok6(home, server, blackhole):
 def test_v6_refused_connection_clears_the_count(home):
     old = int(time.time()) - 10000
     write(tcpto6_path(home), bytes(32) + rec6("::1", 3, old) + bytes(2048 - 64))
-    refusing = closed_port("::1")
-    try:
-        _, raw, _, _ = attempt(home, "::1", refusing.getsockname()[1])
-    finally:
-        refusing.close()
+    with refusing_port("::1") as port:
+        _, raw, _, _ = attempt(home, "::1", port)
     assert raw == NO_CONNECTION
     assert read(tcpto6_path(home)) == bytes(32) + rec6("::1", 0, old) + bytes(2048 - 64)
 

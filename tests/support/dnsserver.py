@@ -34,12 +34,14 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from tests.support.net import Stoppable, accept_each, close_quietly
+
 
 def _key(name):
     return name.lower().rstrip(".")
 
 
-class DNSServer:
+class DNSServer(Stoppable):
     def __init__(self, host="127.0.0.1", delay=0.0):
         self.host = host
         self.delay = delay
@@ -91,17 +93,7 @@ class DNSServer:
 
     def stop(self):
         self.stopping = True
-        for sock in (self.udp, self.tcp):
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        close_quietly(self.udp, self.tcp)
 
     # --- answers ---
     def _behaviour(self, name, rdtype):
@@ -194,12 +186,8 @@ class DNSServer:
                 self._later(lambda packet, peer=peer: self.udp.sendto(packet, peer), packets)
 
     def _serve_tcp(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.tcp.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve_tcp_conn, args=(conn,), daemon=True).start()
+        accept_each(self, self.tcp, lambda conn, _peer: threading.Thread(
+            target=self._serve_tcp_conn, args=(conn,), daemon=True).start())
 
     def _serve_tcp_conn(self, conn):
         conn.settimeout(30)

@@ -20,10 +20,11 @@ client sent, or None), client_cert (the verified peer certificate dict, or None)
 tls_error (why a handshake failed), tls_at (len(commands) when TLS started).
 """
 
-import socket
 import ssl
 import threading
 import time
+
+from tests.support.net import Stoppable, accept_each, close_quietly, listening
 
 CLOSE = "close"
 STALL = "stall"
@@ -66,7 +67,7 @@ class Session:
         return [] if self.tls_at is None else self.commands[self.tls_at:]
 
 
-class SMTPServer:
+class SMTPServer(Stoppable):
     def __init__(self, host="127.0.0.1", port=0, tls_cert=None, tls_client_ca=None, tls_require_client=False,
                  tls_handshake="normal", **replies):
         self.replies = dict(DEFAULTS)
@@ -78,11 +79,7 @@ class SMTPServer:
             self.replies["ehlo"] = self.replies["ehlo"].replace(b"250 SMTPUTF8", b"250-SMTPUTF8\r\n250 STARTTLS")
             self.replies["starttls"] = b"220 ready to start TLS\r\n"
         self.replies.update(replies)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, port))
-        self.listener.listen(64)
+        self.listener = listening(host, port)
         self.host = host
         self.port = self.listener.getsockname()[1]
         self.sessions = []
@@ -105,21 +102,7 @@ class SMTPServer:
     # --- control ---
     def stop(self):
         self.stopping = True
-        try:
-            # close() alone leaves the socket listening while accept() blocks in the thread
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        close_quietly(self.listener)
 
     def wait_sessions(self, count=1, timeout=10):
         deadline = time.monotonic() + timeout
@@ -132,14 +115,12 @@ class SMTPServer:
 
     # --- the server ---
     def _accept(self):
-        while not self.stopping:
-            try:
-                conn, peer = self.listener.accept()
-            except OSError:
-                return
-            session = Session(peer)
-            self.sessions.append(session)
-            threading.Thread(target=self._serve, args=(conn, session), daemon=True).start()
+        accept_each(self, self.listener, self._start_session)
+
+    def _start_session(self, conn, peer):
+        session = Session(peer)
+        self.sessions.append(session)
+        threading.Thread(target=self._serve, args=(conn, session), daemon=True).start()
 
     def _reply(self, conn, session, stage, argument=b""):
         """Send the scripted reply for stage: the bytes sent, or None when the session must end."""
