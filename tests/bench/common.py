@@ -25,6 +25,11 @@ import threading
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if TOP not in sys.path:
+    sys.path.insert(0, TOP)
+
+from tests.support import net  # noqa: E402
+
 ME = "me.example"
 
 
@@ -256,7 +261,7 @@ class SinkSession:
         self.reply_writes = 0  # one write carries every reply due (pipelined replies batch)
 
 
-class SinkServer:
+class SinkServer(net.Stoppable):
     """A fast SMTP sink on loopback: accepts everything, discards the message.
 
     Commands are answered as a real server does with pipelining: every complete command
@@ -273,37 +278,20 @@ class SinkServer:
         if pipelining:
             lines.insert(1, b"PIPELINING")
         self.ehlo = b"".join(b"250-" + line + b"\r\n" for line in lines[:-1]) + b"250 " + lines[-1] + b"\r\n"
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(128)
+        self.listener = net.listening("127.0.0.1", backlog=128)
         self.port = self.listener.getsockname()[1]
         self.sessions = []
         self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=net.accept_each, args=(self, self.listener, self._start), daemon=True).start()
 
     def stop(self):
         self.stopping = True
-        try:
-            self.listener.close()
-        except OSError:
-            pass
+        net.close_quietly(self.listener)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            session = SinkSession()
-            self.sessions.append(session)
-            threading.Thread(target=self._serve, args=(conn, session), daemon=True).start()
+    def _start(self, conn, peer):
+        session = SinkSession()
+        self.sessions.append(session)
+        threading.Thread(target=self._serve, args=(conn, session), daemon=True).start()
 
     def _send(self, conn, session, replies):
         if replies:

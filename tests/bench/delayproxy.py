@@ -19,49 +19,38 @@ import sys
 import threading
 import time
 
+if __name__ == "__main__":  # run as a script: make tests.support importable
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-class DelayProxy:
+from tests.support import net  # noqa: E402
+
+
+class DelayProxy(net.Stoppable):
     def __init__(self, server_port, delay, server_host="127.0.0.1", listen_host="127.0.0.1", listen_port=0):
         self.server = (server_host, server_port)
         self.delay = delay
         self.bursts = 0
         self.lock = threading.Lock()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((listen_host, listen_port))
-        self.listener.listen(64)
+        self.listener = net.listening(listen_host, listen_port)
         self.port = self.listener.getsockname()[1]
         self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=net.accept_each, args=(self, self.listener, self._proxy), daemon=True).start()
 
     def stop(self):
         self.stopping = True
+        net.close_quietly(self.listener)
+
+    def _proxy(self, client, peer):
         try:
-            self.listener.close()
+            server = socket.create_connection(self.server, timeout=10)
         except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.server, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            for sock in (client, server):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _Connection(self, client, server).start()
+            client.close()
+            return
+        server.settimeout(None)
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _Connection(self, client, server).start()
 
 
 class _Connection:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.chain import Home, decode_reports
-from tests.support.faultserver import (BIG_MESSAGE_SIZE, MODES, SLOW_FAULTS, FaultServer, expected, matrix,
+from tests.support.faultserver import (message_files, MODES, SLOW_FAULTS, FaultServer, expected, matrix,
                                       run_chain)
 
 TIMEOUT = 2          # control/timeoutremote and timeoutconnect for every case
@@ -52,13 +52,7 @@ def deliver_with_fault(home, mode, stage, fault, message_path):
 @pytest.fixture(scope="module")
 def outcomes(installed, tmp_path_factory):
     top = tmp_path_factory.mktemp("faults")
-    small = os.path.join(str(top), "small")
-    with open(small, "wb") as out:
-        out.write(MESSAGE)
-    big = os.path.join(str(top), "big")
-    with open(big, "wb") as out:
-        line = b"x" * 76 + b"\n"
-        out.write(b"Subject: big\n\n" + line * (BIG_MESSAGE_SIZE // len(line)))
+    small, big = message_files(str(top), MESSAGE)
 
     def one(case):
         mode, stage, fault = case

@@ -20,7 +20,7 @@ import pytest
 
 from tests.chain.test_faults import BOUND, MAX_RSS_KB, MESSAGE, RECIPIENTS, TIMEOUT, WORKERS
 from tests.support.chain import Home, decode_reports
-from tests.support.faultserver import (BIG_MESSAGE_SIZE, FAULTS, SLOW_FAULTS, STAGES_TLS, STRICTNESSES,
+from tests.support.faultserver import (message_files, FAULTS, SLOW_FAULTS, STAGES_TLS, STRICTNESSES,
                                       TLS_HANDSHAKE_FAULTS, FaultServer, expected_tls, run_chain, tls_matrix)
 
 CASES = tls_matrix()
@@ -60,13 +60,7 @@ def outcomes(installed, pki, tmp_path_factory):
         pytest.skip("tlsc-io is not installed")
     top = tmp_path_factory.mktemp("faults-tls")
     certificate = pki.server("127.0.0.1")  # an IP route: verified at 2 by its iPAddress name
-    small = os.path.join(str(top), "small")
-    with open(small, "wb") as out:
-        out.write(MESSAGE)
-    big = os.path.join(str(top), "big")
-    with open(big, "wb") as out:
-        line = b"x" * 76 + b"\n"
-        out.write(b"Subject: big\n\n" + line * (BIG_MESSAGE_SIZE // len(line)))
+    small, big = message_files(str(top), MESSAGE)
 
     def one(case):
         stage, fault, level = case

@@ -210,6 +210,18 @@ def expected(stage, fault):
     return Expected(before, letter, REPLY_TEXT[stage])
 
 
+def message_files(directory, message):
+    """(small, big): message in a file, and a BIG_MESSAGE_SIZE one for the body stage."""
+    small = os.path.join(directory, "small")
+    with open(small, "wb") as out:
+        out.write(message)
+    big = os.path.join(directory, "big")
+    with open(big, "wb") as out:
+        line = b"x" * 76 + b"\n"
+        out.write(b"Subject: big\n\n" + line * (BIG_MESSAGE_SIZE // len(line)))
+    return small, big
+
+
 def tls_matrix():
     """The TLS cases: (stage, fault, tlsstrictness). STARTTLS and the handshake at every
     strictness; the stages inside TLS at 0 (certificate not checked) with every fault,
