@@ -75,3 +75,28 @@ def test_runs_as_an_unprivileged_user(tree, server):
                               env=home.env(), timeout=60)
     assert decode_reports(done.stdout)[-1][0] == "K", done.stdout
     assert os.path.exists(os.path.join(home.path, "run", "qmail-remote", "smtproutes.cdb"))
+
+
+def test_home_as_long_as_the_default_is_baked_in_too():
+    # pip compiles paths.py before the home is written into it: with a home of the same
+    # length as /var/qmail, within one second, only a forced recompile leaves no stale .pyc
+    # (without it this fails when pip's compile and the rewrite share a second: often, not always)
+    for _ in range(20):
+        home = "/tmp/q" + os.urandom(2).hex()  # 10 characters, as "/var/qmail"
+        try:
+            os.mkdir(home)
+            break
+        except FileExistsError:
+            continue
+    try:
+        subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", home],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(home, "bin", "qmail-remote")) as command:
+            interpreter = command.readline()[2:].split()[0]  # "#!/usr/bin/python3 -IS"
+        lib = os.path.realpath(os.path.join(home, "lib", "qremote"))
+        baked = subprocess.run([interpreter, "-I", "-S", "-c",
+                                "import sys; sys.path.insert(0, %r); import qremote.paths as p; "
+                                "print(p.DEFAULT_QMAILHOME, end='')" % lib], capture_output=True, text=True)
+        assert baked.stdout == home, baked
+    finally:
+        shutil.rmtree(home)
