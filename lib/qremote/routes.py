@@ -22,17 +22,18 @@ matches but whose value for the host does not decode), and anything but a regula
 in its place is ignored (opened non-blocking: a FIFO cannot hang a delivery).
 """
 
-import fcntl
 import mmap
 import os
 import stat
 
 from . import control, failures
 from .paths import CONTROL, RUN
+from .tcpto import lock as lock_within  # the one flock-with-a-deadline
 
 SOURCE = os.path.join(CONTROL, "smtproutes")
 CDB = os.path.join(RUN, "smtproutes.cdb")
 LOCK = os.path.join(RUN, "smtproutes.lock")
+LOCK_WAIT = 5.0  # seconds; a compile takes milliseconds: longer means a stuck holder
 _STAMP_KEY = b"\0qremote-smtproutes-stamp"  # no domain starts with NUL: no clash
 
 MX = None  # lookup result: no artificial route, deliver by MX
@@ -220,7 +221,11 @@ def load(rebuild=False):
         lock = None  # run directory missing or not ours: deliver without the cache
     try:
         if lock is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                lock_within(lock, LOCK_WAIT)
+            except OSError:  # held too long by another delivery: do without the cache
+                os.close(lock)
+                lock = None
         stamp, lines = _read_source()
         if stamp is None:
             return None

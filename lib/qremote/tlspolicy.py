@@ -139,12 +139,15 @@ def server_name(target):
     relay, without a final dot. For an IP literal (a literal domain, or a relay given
     as an address) there is no name: the address itself is given, so that verification
     (strictness 2) needs a certificate for that address (an iPAddress subjectAltName);
-    the ssl module sends no SNI for an address, as RFC 6066 wants.
+    the ssl module sends no SNI for an address, as RFC 6066 wants. The same for a
+    name that is no valid host name.
     """
     from .candidates import parse_literal
 
     name = target.name.rstrip(b".")
-    if not name or parse_literal(name) is not None:
+    # a name DNS could only print escaped (a dot or an odd byte inside a label) is no
+    # host name OpenSSL would take: treat it as having none
+    if not name or b"\\" in name or parse_literal(name) is not None:
         return target.ip.encode()
     return name
 

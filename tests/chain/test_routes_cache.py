@@ -77,3 +77,21 @@ def test_concurrent_deliveries_during_a_route_change(home, server):
     assert len(old.sessions) == 1
     leftovers = [n for n in os.listdir(os.path.join(home.path, "run", "qmail-remote")) if ".tmp" in n]
     assert leftovers == []
+
+
+def test_a_held_lock_delays_but_never_hangs_a_delivery(home, server):
+    # another process holds smtproutes.lock forever (a stuck compile): after routes.LOCK_WAIT
+    # the delivery reads the text file itself and delivers
+    import fcntl
+    smtp = server()
+    home.route("example.org:127.0.0.1:%d" % smtp.port)
+    run = os.path.join(home.path, "run", "qmail-remote")
+    os.makedirs(run, exist_ok=True)
+    holder = os.open(os.path.join(run, "smtproutes.lock"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        reports, raw = home.remote("example.org", "a@b", "c@example.org")
+    finally:
+        os.close(holder)
+    assert reports[-1][0] == "K", raw
+    assert len(smtp.sessions) == 1

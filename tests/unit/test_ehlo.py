@@ -157,3 +157,9 @@ def test_to_arg_from_arg_round_trip(raw):
     assert back.keywords == caps.keywords
     assert back.size_limit == caps.size_limit
     assert back.to_arg() == caps.to_arg()
+
+
+def test_a_size_of_thousands_of_digits_is_no_limit_not_an_error():
+    # int() refuses strings of more than 4300 digits; past 100 digits it is no limit
+    caps = caps_of(b"250-mx.test\r\n250 SIZE " + b"9" * 4400 + b"\r\n")
+    assert caps.size_limit == 0 and "SIZE" in caps.keywords

@@ -51,10 +51,13 @@ def run(argv):
         _spawn_relay(connection, clear, relay_end, options)
     except tlscontext.TLSFailure as failure:
         fail(options, env, failure)
+    except tlscontext.SSLError as error:  # e.g. a server name OpenSSL refuses: this server's problem
+        fail(options, env, tlscontext.TLSFailure("handshake", tlscontext.reason(error)))
     except OSError as error:  # socketpair() or fork() failed: local resources
         fail(options, env, tlscontext.TLSFailure("local", "unable to start the relay: %s" % error.strerror))
     except Exception as error:  # noqa: BLE001 - a bug must not break the chain: the continuation goes on
-        fail(options, env, tlscontext.TLSFailure("local", "internal error: %s: %s" % (type(error).__name__, error)))
+        # not "local" (which defers the whole delivery): the next address, or cleartext, may do
+        fail(options, env, tlscontext.TLSFailure("handshake", "internal error: %s: %s" % (type(error).__name__, error)))
     for variable, value in tlscontext.environment(connection.sslobj, options.name, options.verify).items():
         if value is not None:
             env[variable] = value

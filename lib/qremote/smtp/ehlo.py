@@ -33,7 +33,8 @@ class Capabilities:
             if not keyword.replace(b"-", b"").isalnum() or not keyword.isascii():
                 continue
             keywords.add(keyword.decode("ascii", "replace"))
-            if keyword == b"SIZE" and len(words) > 1 and words[1].isdigit():
+            # a value of more than 100 digits is no limit (and int() refuses > 4300 digits)
+            if keyword == b"SIZE" and len(words) > 1 and words[1].isdigit() and len(words[1]) <= 100:
                 size_limit = int(words[1])
         return cls(keywords, size_limit)
 

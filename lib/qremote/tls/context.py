@@ -20,6 +20,8 @@ FAILURE_VARIABLE = b"TLSC_FAILURE"
 MAX_FAILURE = 300
 _NAME_MISMATCHES = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
+SSLError = _ssl.SSLError
+
 
 class TLSFailure(Exception):
     def __init__(self, kind, text):
@@ -37,7 +39,7 @@ def _say(path):
     return os.fsdecode(path)
 
 
-def _reason(error):
+def reason(error):
     """OpenSSL's words from an OSError or SSLError, without "(_ssl.c:992)"."""
     if isinstance(error, _ssl.SSLError):
         text = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], str) else str(error)
@@ -67,7 +69,7 @@ def build(options):
             where = _say(options.cert) if options.key is None else "%s and %s" % (_say(options.cert), _say(options.key))
             if getattr(error, "filename", None):
                 where = _say(error.filename)
-            raise TLSFailure("local", "unable to use the client certificate %s: %s" % (where, _reason(error))) from None
+            raise TLSFailure("local", "unable to use the client certificate %s: %s" % (where, reason(error))) from None
     return context
 
 
@@ -84,7 +86,7 @@ def _load_anchors(context, path):
     except TLSFailure:
         raise
     except OSError as error:
-        raise TLSFailure("local", "unable to read trust anchors %s: %s" % (shown, _reason(error))) from None
+        raise TLSFailure("local", "unable to read trust anchors %s: %s" % (shown, reason(error))) from None
 
 
 def wrap(context, incoming, outgoing, name):
@@ -96,14 +98,14 @@ def failure_from(error):
     """TLSFailure for an exception raised by do_handshake()."""
     if isinstance(error, _ssl.SSLCertVerificationError):
         code = getattr(error, "verify_code", None)
-        message = getattr(error, "verify_message", None) or _reason(error)
+        message = getattr(error, "verify_message", None) or reason(error)
         return TLSFailure("name" if code in _NAME_MISMATCHES else "verify", message)
     if isinstance(error, (_ssl.SSLEOFError, _ssl.SSLZeroReturnError)):
         return TLSFailure("closed", "the server closed the connection during the handshake")
     if isinstance(error, _ssl.SSLError):
-        if "UNEXPECTED_EOF" in _reason(error).upper():
+        if "UNEXPECTED_EOF" in reason(error).upper():
             return TLSFailure("closed", "the server closed the connection during the handshake")
-        return TLSFailure("handshake", _reason(error))
+        return TLSFailure("handshake", reason(error))
     return TLSFailure("handshake", str(error))
 
 

@@ -39,7 +39,7 @@ AFTER_HANGUP = 1.0
 _IN, _OUT = select.POLLIN, select.POLLOUT
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _WANT = _ssl.SSLWantReadError
-_CLOSED_ERRNOS = frozenset((32, 104, 107))  # EPIPE, ECONNRESET, ENOTCONN
+_NO_CONNECTION_ERRNOS = frozenset((9, 88))  # EBADF, ENOTSOCK: the fds hold no connection
 
 
 def _whole_records(data, most=None):
@@ -149,11 +149,11 @@ class TLSConnection:
                 return
 
     def _io_failure(self, error):
-        if error.errno in _CLOSED_ERRNOS:
-            return TLSFailure("closed", "the server closed the connection during the handshake: %s"
-                              % error.strerror)
-        return TLSFailure("local", "no usable connection on fds %d and %d: %s"
-                          % (self.fdr, self.fdw, error.strerror))
+        if error.errno in _NO_CONNECTION_ERRNOS:  # nothing usable was handed to us on the fds
+            return TLSFailure("local", "no usable connection on fds %d and %d: %s"
+                              % (self.fdr, self.fdw, error.strerror))
+        # anything else (reset, unreachable from an ICMP error, ...) is this server's connection
+        return TLSFailure("closed", "the connection failed during the handshake: %s" % error.strerror)
 
     # --- the relay ---
 
