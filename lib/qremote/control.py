@@ -159,10 +159,8 @@ def tls_policy():
         if path is None:
             continue
         try:
-            if path.endswith(b"/"):
-                os.listdir(path)
-            else:
-                os.close(os.open(path, os.O_RDONLY))
+            # open, not listdir: /etc/ssl/certs/ holds hundreds of names, read at every delivery
+            os.close(os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.endswith(b"/") else 0)))
         except OSError as error:
             raise failures.TLSFileUnusable(name, path, error.strerror) from None
     return Policy(strictness, anchors, clientcert, clientkey)

@@ -182,16 +182,6 @@ def test_partial_final_line_after_a_chunk_boundary():
         encoder.finish()
 
 
-# --- the 8-bit flag ---
-
-def test_eightbit_flag():
-    encoder = Encoder()
-    encoder.feed(b"plain\n")
-    assert not encoder.eightbit
-    encoder.feed(b"caf\xc3\xa9\n")
-    assert encoder.eightbit
-    encoder.feed(b"plain again\n")
-    assert encoder.eightbit
 
 
 def test_8_bit_and_nul_bytes_pass_unchanged():

@@ -33,14 +33,11 @@ class Encoder:
     def __init__(self):
         self.at_line_start = True
         self.held_cr = False
-        self.eightbit = False  # set once any byte >= 128 has been seen
 
     def feed(self, chunk):
         """Wire bytes for the next chunk of the message (possibly empty)."""
         if not chunk:
             return b""
-        if not self.eightbit and not chunk.isascii():
-            self.eightbit = True
         if self.held_cr:
             chunk = b"\r" + chunk
             self.held_cr = False
