@@ -120,19 +120,31 @@ def outgoing_addresses():
     of its family, the kernel chooses for the other. Absent or empty: {} (the kernel
     chooses). Anything else is a Z naming the file and the line.
     """
-    lines = read_lines("outgoingip")
-    if not lines:
-        return {}
-    from .candidates import normal_ip
     found = {}
+    for number, ip, family in read_addresses("outgoingip") or ():
+        if family in found:
+            raise failures.ControlInvalid("outgoingip", "line %d: a second address of the same family" % number)
+        found[family] = ip
+    return found
+
+
+def read_addresses(name):
+    """control/name as one IP address a line: [(line number, ip, family)], None if absent."""
+    lines = read_lines(name)
+    return None if lines is None else parse_addresses(name, lines)
+
+
+def parse_addresses(name, lines):
+    """[(line number, ip, family)] of read_lines' lines; a line that is not an address is
+    a Z naming the file and the line."""
+    from .candidates import normal_ip
+    addresses = []
     for number, line in lines:
         address = normal_ip(line.strip(b" \t").decode("latin-1"))
         if address is None:
-            raise failures.ControlInvalid("outgoingip", "line %d is not an IPv4 or IPv6 address" % number)
-        if address[1] in found:
-            raise failures.ControlInvalid("outgoingip", "line %d: a second address of the same family" % number)
-        found[address[1]] = address[0]
-    return found
+            raise failures.ControlInvalid(name, "line %d is not an IPv4 or IPv6 address" % number)
+        addresses.append((number, address[0], address[1]))
+    return addresses
 
 
 

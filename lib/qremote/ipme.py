@@ -21,13 +21,7 @@ MAX_IFCONF = 1 << 22  # bytes: about 100000 addresses
 
 
 def from_control(lines):
-    found = set(ALWAYS)
-    for number, line in lines:
-        address = normal_ip(line.strip().decode("latin-1"))
-        if address is None:
-            raise failures.ControlInvalid("ipme", "line %d is not an IP address" % number)
-        found.add(address[0])
-    return found
+    return set(ALWAYS) | {ip for _, ip, _ in control.parse_addresses("ipme", lines)}
 
 
 def interface_ipv4():
