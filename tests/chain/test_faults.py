@@ -62,17 +62,23 @@ def outcomes(installed, tmp_path_factory):
         except Exception as error:  # noqa: BLE001 - reported by the case's own test
             return case, Outcome(error="%s: %s" % (type(error).__name__, error))
 
-    # the slow cases first, so they overlap with the rest
-    order = sorted(CASES, key=lambda case: case[2] not in SLOW_FAULTS)
+    return run_cases("fault matrix", CASES, one, lambda case: case[2] in SLOW_FAULTS, "-".join)
+
+
+def run_cases(label, cases, one, is_slow, case_id):
+    """{case: Outcome}: one(case) -> (case, Outcome) for every case, WORKERS at a time, the
+    slow cases first so they overlap with the rest; prints the figures (shown with -s)."""
+    order = sorted(cases, key=lambda case: not is_slow(case))
     started = time.monotonic()
     with ThreadPoolExecutor(WORKERS) as pool:
         results = dict(pool.map(one, order))
     runs = [(o.run, case) for case, o in results.items() if o.run is not None]
-    if runs:  # figures, not assertions: shown with -s
+    if runs:  # figures, not assertions
         rss, rss_case = max((run.maxrss_kb, case) for run, case in runs)
-        slow, slow_case = max((run.elapsed, case) for run, case in runs)
-        print("\nfault matrix: %d cases in %.0f s; chain peak RSS %.1f MiB (%s); slowest %.1f s (%s)" % (
-            len(results), time.monotonic() - started, rss / 1024, "-".join(rss_case), slow, "-".join(slow_case)))
+        slowest, slow_case = max((run.elapsed, case) for run, case in runs)
+        print("\n%s: %d cases in %.0f s; chain peak RSS %.1f MiB (%s); slowest %.1f s (%s)" % (
+            label, len(results), time.monotonic() - started, rss / 1024, case_id(rss_case), slowest,
+            case_id(slow_case)))
     return results
 
 

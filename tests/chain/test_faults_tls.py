@@ -13,12 +13,10 @@ handshake must then succeed, and no connection after the first may do TLS.
 """
 
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.chain.test_faults import BOUND, MAX_RSS_KB, MESSAGE, RECIPIENTS, TIMEOUT, WORKERS
+from tests.chain.test_faults import BOUND, MAX_RSS_KB, MESSAGE, RECIPIENTS, TIMEOUT, run_cases
 from tests.support.chain import Home, decode_reports
 from tests.support.faultserver import (message_files, FAULTS, SLOW_FAULTS, STAGES_TLS, STRICTNESSES,
                                       TLS_HANDSHAKE_FAULTS, FaultServer, expected_tls, run_chain, tls_matrix)
@@ -72,17 +70,7 @@ def outcomes(installed, pki, tmp_path_factory):
             return case, Outcome(error="%s: %s" % (type(error).__name__, error))
 
     slow = SLOW_FAULTS + ("inject", "garbage")  # these wait for a timeout or the client's own close
-    order = sorted(CASES, key=lambda case: case[1] not in slow)
-    started = time.monotonic()
-    with ThreadPoolExecutor(WORKERS) as pool:
-        results = dict(pool.map(one, order))
-    runs = [(o.run, case) for case, o in results.items() if o.run is not None]
-    if runs:  # figures, not assertions: shown with -s
-        rss, rss_case = max((run.maxrss_kb, case) for run, case in runs)
-        slowest, slow_case = max((run.elapsed, case) for run, case in runs)
-        print("\nTLS fault matrix: %d cases in %.0f s; chain peak RSS %.1f MiB (%s); slowest %.1f s (%s)" % (
-            len(results), time.monotonic() - started, rss / 1024, case_id(rss_case), slowest, case_id(slow_case)))
-    return results
+    return run_cases("TLS fault matrix", CASES, one, lambda case: case[1] in slow, case_id)
 
 
 @pytest.mark.parametrize("stage, fault, level", CASES, ids=[case_id(case) for case in CASES])
