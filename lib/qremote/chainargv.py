@@ -86,40 +86,11 @@ def parse_io(argv):
 # qmail-remote --qremote-resume=STATE host sender recip...   (TLSC_FAILURE in the environment)
 #
 # tlsc-io execs this when a TLS handshake fails (its failure continuation), so that the
-# connection loop goes on where it stood, without DNS. STATE is the tlspolicy.Plan:
-#   PASS ; ATTEMPTS ; LATER ; REASONS ; LAST
-# ATTEMPTS: comma-separated ip/port/pref/hex(name)/flags/hex(note), flags "c" = cleartext,
-# "r" = the reconnection after a failed handshake;
-# LATER: ip/port/pref/hex(name); REASONS: hex(ip)/hex(why); LAST: hex(letter + text) of the
-# last failure of a server before TLS, or empty. The first attempt is the one
-# whose handshake failed. Only this exact prefix in argv[1] is recognised: no domain
+# connection loop goes on where it stood, without DNS. STATE is the plan's own codec
+# (plan.Plan.dump/load). Only this exact prefix in argv[1] is recognised: no domain
 # can start with it, and stock's argv shape stays otherwise untouched.
 
 RESUME = "--qremote-resume="
-
-
-def _target_fields(target):
-    return "%s/%d/%d/%s" % (target.ip, target.port, target.pref, target.name.hex())
-
-
-def _target_from(fields):
-    from .candidates import Target, normal_ip
-
-    ip, port, pref, name = fields[:4]
-    found = normal_ip(ip)
-    if found is None:
-        raise ValueError("bad address %r" % ip)
-    return Target(found[0], found[1], int(port), int(pref), bytes.fromhex(name))
-
-
-def encode_resume(plan):
-    attempts = ",".join("%s/%s/%s" % (_target_fields(a.target), ("c" if a.cleartext else "") + (
-        "r" if a.retry else ""), a.note.hex()) for a in plan.todo)
-    later = ",".join(_target_fields(t) for t in plan.later)
-    reasons = ",".join("%s/%s" % (ip.hex(), why.hex()) for ip, why in plan.reasons)
-    failure = plan.last_failure
-    last = (failure.letter + failure.text()).hex() if failure is not None else ""
-    return RESUME + ";".join(["%d" % plan.pass_no, attempts, later, reasons, last])
 
 
 def take_resume(argv):
@@ -127,29 +98,3 @@ def take_resume(argv):
     if len(argv) > 1 and argv[1].startswith(RESUME):
         return argv[1][len(RESUME):], [argv[0]] + argv[2:]
     return None, argv
-
-
-def decode_resume(state, policy):
-    """The Plan encoded in STATE; raises ValueError when it is malformed."""
-    from .tlspolicy import Attempt, Plan
-
-    from .failures import Remembered
-
-    pass_no, attempts, later, reasons, last = state.split(";")
-    todo = []
-    for item in filter(None, attempts.split(",")):
-        fields = item.split("/")
-        if len(fields) != 6 or fields[4] not in ("", "c", "r", "cr"):
-            raise ValueError("bad attempt %r" % item)
-        todo.append(Attempt(_target_from(fields), cleartext="c" in fields[4], note=bytes.fromhex(fields[5]),
-                            retry="r" in fields[4]))
-    if not todo:
-        raise ValueError("no attempt: the first one is the one whose handshake failed")
-    kept = [_target_from(item.split("/")) for item in filter(None, later.split(","))]
-    why = [tuple(bytes.fromhex(x) for x in item.split("/")) for item in filter(None, reasons.split(","))]
-    last = bytes.fromhex(last)
-    if last and last[:1] not in (b"D", b"Z"):
-        raise ValueError("bad last failure")
-    remembered = Remembered(last[:1], last[1:]) if last else None
-    return Plan(policy, todo, kept, why, int(pass_no), remembered)
-

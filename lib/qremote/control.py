@@ -89,16 +89,24 @@ def read_lines(name):
 
 
 class Controls:
-    """What qmail-remote needs from control/, read once, in stock's order."""
+    """What qmail-remote needs from control/, read once, in stock's order.
 
-    __slots__ = ("me", "timeoutremote", "timeoutconnect", "helohost", "timeoutdns", "outgoingip")
+    A network wait is always bounded: timeoutremote and timeoutconnect 0 are taken as
+    1 second (stock would time out at once, or with some code paths never).
+    timeoutopening bounds the whole opening over all addresses (plan.py); its default,
+    OPENING_FACTOR times timeoutremote, still leaves room to try a second and a third
+    MX after a first one that accepts connections and never greets."""
 
-    def __init__(self, me, timeoutremote, timeoutconnect, helohost, timeoutdns=0, outgoingip=None):
-        self.me = me
-        self.timeoutremote = timeoutremote
-        self.timeoutconnect = timeoutconnect
+    OPENING_FACTOR = 3
+
+    __slots__ = ("timeoutremote", "timeoutconnect", "timeoutopening", "helohost", "timeoutdns", "outgoingip")
+
+    def __init__(self, timeoutremote, timeoutconnect, helohost, timeoutdns=0, outgoingip=None, timeoutopening=None):
+        self.timeoutremote = max(1, timeoutremote)
+        self.timeoutconnect = max(1, timeoutconnect)
+        self.timeoutopening = max(1, timeoutopening or self.OPENING_FACTOR * self.timeoutremote)
         self.helohost = helohost
-        self.timeoutdns = timeoutdns  # seconds per DNS stage; 0: only dns.py's overall cap
+        self.timeoutdns = timeoutdns  # seconds per DNS stage; 0: only the resolver's overall cap
         self.outgoingip = outgoingip or {}  # family -> local source address (connect.race's sources)
 
     @classmethod
@@ -110,7 +118,8 @@ class Controls:
         if not helohost:
             raise failures.NoHelohost()
         timeoutdns = read_number("timeoutdns", 0)
-        return cls(me, timeoutremote, timeoutconnect, helohost, timeoutdns, outgoing_addresses())
+        timeoutopening = read_number("timeoutopening", 0)
+        return cls(timeoutremote, timeoutconnect, helohost, timeoutdns, outgoing_addresses(), timeoutopening)
 
 
 def outgoing_addresses():
@@ -155,7 +164,7 @@ def tls_policy():
     and the other three files are not read. The files they name must be readable now:
     a typo gives a Z naming it before any connection, not a failed handshake later.
     """
-    from .tlspolicy import Policy
+    from .plan import Policy
 
     anchors = read_line("trustanchors")
     if not anchors:

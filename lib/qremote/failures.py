@@ -1,11 +1,17 @@
-"""Every way a delivery can end other than success: one exception class each.
+"""Every report text of the chain, as a table: one exception class per way a delivery
+can end other than success, plus the recipient and K texts.
 
 Rules of this module:
-1. Callers raise; they never pick a report letter. Each class carries its letter
-   (D permanent, Z temporary) and its text, in stock qmail-remote's wording where
+1. Callers raise; they never pick a report letter or write a text. Each class is one
+   row of the table: its letter (D permanent, Z temporary, or BY_REPLY: D for a 5xx,
+   Z for anything else), its template, its fields, and whether the server is still
+   there to be told QUIT (polite). Texts are in stock qmail-remote's wording where
    stock has the case (../shared/reference/stock-qmail-remote.md section 12).
-2. Texts are bytes, end with LF, and are built here only; report.py writes them.
-3. A remote reply is added as stock does: "Remote host said: " + its text.
+2. A field is rendered by its kind, so no template sanitises by hand:
+   RAW bytes we made ourselves (an IP we connected to), NAME a host or address as
+   stock's outsafe() shows it, TEXT a line from a library, a server or a file (one
+   printable ASCII line), SAID a server's reply as "Remote host said: " + its text.
+3. Texts are bytes, end with LF, and are built here only; report.py writes them.
 
 Letters are plain bytes constants, not an Enum: importing enum costs about 5 ms of
 CPU in every process of the chain, and the letters are only ever written out.
@@ -17,6 +23,10 @@ D = b"D"  # message bounced (permanent)
 RCPT_OK = b"r"
 RCPT_PERM = b"h"
 RCPT_TEMP = b"s"
+BY_REPLY = b"?"  # not a letter: it follows the server's reply: letter_for()
+
+RAW, NAME, TEXT, SAID = "raw", "name", "text", "said"
+MAX_TEXT_FIELD = 300  # bytes of one TEXT field: a library or server line, not a document
 
 
 def remote_said(reply):
@@ -28,408 +38,363 @@ def remote_said(reply):
 
 def letter_for(reply):
     """D for a 5xx reply, Z for 4xx and for anything malformed (never a guess of success)."""
-    return D if reply.code is not None and reply.code >= 500 else Z
+    return D if reply is not None and reply.code is not None and reply.code >= 500 else Z
 
 
 def safe_name(name):
     """Stock's outsafe(): every byte outside 33..126 becomes '?'."""
+    if isinstance(name, str):
+        name = name.encode("utf-8", "replace")
     return bytes(c if 33 <= c <= 126 else 63 for c in name)
 
 
 def safe_text(text):
-    """Peer- or library-provided text inside a report line: printable ASCII only."""
-    return bytes(c if 32 <= c <= 126 else 63 for c in text)
+    """The one sanitiser of foreign text inside our own sentences: printable ASCII, one
+    line, bounded. str (OpenSSL's words, an strerror) or bytes (a server's line)."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "replace")
+    return bytes(c if 32 <= c <= 126 else 63 for c in text[:MAX_TEXT_FIELD])
+
+
+_RENDER = {
+    RAW: lambda value: value if isinstance(value, bytes) else str(value).encode("ascii", "replace"),
+    NAME: safe_name,
+    TEXT: safe_text,
+    SAID: remote_said,
+}
 
 
 class Failure(Exception):
-    """Base: a delivery outcome other than K, with its letter and text."""
+    """Base: a delivery outcome other than K. Subclasses are the rows of the table."""
 
-    letter = Z
+    LETTER = Z
+    template = b""
+    fields = ()     # ((name, kind), ...): the constructor's arguments, in order
+    polite = False  # the server is still listening: say QUIT before reporting
+
+    def __init__(self, *args, **named):
+        super().__init__(*args)
+        values = dict(zip((name for name, _ in self.fields), args))
+        values.update(named)
+        for name, _ in self.fields:
+            setattr(self, name, values.get(name))
+
+    @property
+    def letter(self):
+        return letter_for(getattr(self, "reply", None)) if self.LETTER is BY_REPLY else self.LETTER
 
     def text(self):
-        raise NotImplementedError
+        return self.template % {name.encode(): _RENDER[kind](getattr(self, name)) for name, kind in self.fields}
 
 
-class _Fixed(Failure):
-    message = b""
+# --- before any connection: invocation, home, control files, the message ---
 
-    def text(self):
-        return self.message
-
-
-class Usage(_Fixed):
-    letter = D
-    message = b"I (qmail-remote) was invoked improperly. (#5.3.5)\n"
+class Usage(Failure):
+    LETTER = D
+    template = b"I (qmail-remote) was invoked improperly. (#5.3.5)\n"
 
 
-class NoHome(_Fixed):
-    message = b"Unable to switch to home directory. (#4.3.0)\n"
+class NoHome(Failure):
+    template = b"Unable to switch to home directory. (#4.3.0)\n"
 
 
-class NoResources(_Fixed):
-    message = b"System resources temporarily unavailable. (#4.3.0)\n"
+class NoResources(Failure):
+    template = b"System resources temporarily unavailable. (#4.3.0)\n"
 
 
-class NoConnection(_Fixed):
-    message = b"Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
+class PartialLine(Failure):
+    LETTER = D
+    template = b"SMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
 
 
-class DnsSoft(_Fixed):
-    message = b"Sorry, I couldn't find any host by that name. (#4.1.2)\n"
-
-
-class NoAddress(_Fixed):
-    letter = D
-    message = b"Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
-
-
-class AmbiguousMX(_Fixed):
-    letter = D
-    message = (b"Sorry. Although I'm listed as a best-preference MX or A for that host,\n"
-               b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n")
-
-
-class PartialLine(_Fixed):
-    letter = D
-    message = b"SMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
-
-
-class MessageUnreadable(_Fixed):
-    message = b"Unable to read message. (#4.3.0)\n"
+class MessageUnreadable(Failure):
+    template = b"Unable to read message. (#4.3.0)\n"
 
 
 class ControlUnreadable(Failure):
     """A control file exists but cannot be read (stock: "Unable to read control files")."""
-
-    def __init__(self, name, reason):
-        super().__init__(name, reason)
-        self.name, self.reason = name, reason
-
-    def text(self):
-        return b"Unable to read control files: control/%s: %s. (#4.3.0)\n" % (
-            self.name.encode(), self.reason.encode())
+    template = b"Unable to read control files: control/%(name)s: %(reason)s. (#4.3.0)\n"
+    fields = (("name", TEXT), ("reason", TEXT))
 
 
 class ControlInvalid(ControlUnreadable):
     """A control file is readable but its content cannot be used."""
-
-    def text(self):
-        return b"Invalid control file control/%s: %s. (#4.3.0)\n" % (
-            self.name.encode(), self.reason.encode())
+    template = b"Invalid control file control/%(name)s: %(reason)s. (#4.3.0)\n"
 
 
-class NoHelohost(_Fixed):
-    message = b"Unable to read control files: neither control/helohost nor control/me gives a name. (#4.3.0)\n"
-
-
-class NullMX(Failure):
-    """RFC 7505: the domain publishes a single MX "0 ." to say it takes no mail."""
-
-    letter = D
-
-    def __init__(self, host):
-        super().__init__(host)
-        self.host = host
-
-    def text(self):
-        return b"Sorry, %s does not accept mail: it publishes a null MX (RFC 7505). (#5.1.10)\n" % safe_name(self.host)
-
-
-class DnsHard(Failure):
-    letter = D
-
-    def __init__(self, host):
-        super().__init__(host)
-        self.host = host
-
-    def text(self):
-        return b"Sorry, I couldn't find any host named %s. (#5.1.2)\n" % safe_name(self.host)
+class NoHelohost(Failure):
+    template = b"Unable to read control files: neither control/helohost nor control/me gives a name. (#4.3.0)\n"
 
 
 class BadAddress(Failure):
     """An envelope address that would put a control byte on the wire (command injection)."""
-
-    letter = D
-
-    def __init__(self, role, address):
-        super().__init__(role, address)
-        self.role, self.address = role, address
-
-    def text(self):
-        return (b"Sorry, the %s address contains a CR, LF or NUL byte, or an angle bracket outside quotes, "
-                b"which SMTP cannot carry: %s. (#5.1.3)\n"
-                % (self.role.encode(), safe_name(self.address)))
+    LETTER = D
+    template = (b"Sorry, the %(role)s address contains a CR, LF or NUL byte, or an angle bracket outside "
+                b"quotes, which SMTP cannot carry: %(address)s. (#5.1.3)\n")
+    fields = (("role", TEXT), ("address", NAME))
 
 
 class Internal(Failure):
     """A bug or an unexpected system condition: deferred, never a traceback."""
-
-    def __init__(self, program, error):
-        super().__init__(program, error)
-        self.program, self.error = program, error
+    template = b"%(program)s: internal error (%(kind)s: %(detail)s); will try again later. (#4.3.0)\n"
+    fields = (("program", TEXT), ("error", RAW))
 
     def text(self):
-        detail = str(self.error).encode("utf-8", "replace")[:200]
-        return b"%s: internal error (%s: %s); will try again later. (#4.3.0)\n" % (
-            self.program.encode(), type(self.error).__name__.encode(), safe_name(detail))
+        return self.template % {b"program": safe_text(self.program), b"kind": safe_text(type(self.error).__name__),
+                                b"detail": safe_text(str(self.error)[:200])}
 
 
 class ChainBroken(Failure):
     """The next program of the chain could not be run."""
-
-    def __init__(self, path, reason):
-        super().__init__(path, reason)
-        self.path, self.reason = path, reason
-
-    def text(self):
-        return b"Unable to run %s: %s. (#4.3.0)\n" % (safe_name(self.path), self.reason.encode())
+    template = b"Unable to run %(path)s: %(reason)s. (#4.3.0)\n"
+    fields = (("path", NAME), ("reason", TEXT))
 
 
 class UsageIO(Failure):
     """qmail-remote-io (or another internal program) was given a bad command line."""
-
-    letter = D
-
-    def __init__(self, program, why):
-        super().__init__(program, why)
-        self.program, self.why = program, why
-
-    def text(self):
-        return b"%s was invoked improperly: %s. (#5.3.5)\n" % (self.program.encode(), self.why.encode())
+    LETTER = D
+    template = b"%(program)s was invoked improperly: %(why)s. (#5.3.5)\n"
+    fields = (("program", TEXT), ("why", TEXT))
 
 
 class NoChannel(Failure):
     """The program was started without a usable connection on its fds."""
-
-    def __init__(self, program, fdr, fdw, reason):
-        super().__init__(program, fdr, fdw, reason)
-        self.program, self.fdr, self.fdw, self.reason = program, fdr, fdw, reason
-
-    def text(self):
-        return b"%s: no connection on fds %d and %d: %s. (#4.3.0)\n" % (
-            self.program.encode(), self.fdr, self.fdw, self.reason.encode())
+    template = b"%(program)s: no connection on fds %(fdr)s and %(fdw)s: %(reason)s. (#4.3.0)\n"
+    fields = (("program", TEXT), ("fdr", RAW), ("fdw", RAW), ("reason", TEXT))
 
 
-class TLSFileUnusable(Failure):
-    """A file named by a TLS control file (trustanchors, clientcert, clientkey) cannot be used."""
-
-    def __init__(self, control, path, reason):
-        super().__init__(control, path, reason)
-        self.control, self.path, self.reason = control, path, reason
-
-    def text(self):
-        return b"Unable to use %s named by control/%s: %s. (#4.3.0)\n" % (
-            safe_name(self.path), self.control.encode(), self.reason.encode())
+class ResumeInvalid(Failure):
+    """qmail-remote --qremote-resume=STATE with a STATE it cannot read (only tlsc-io should pass it)."""
+    template = b"qmail-remote: invalid --qremote-resume state (an internal option): %(why)s. (#4.3.0)\n"
+    fields = (("why", TEXT),)
 
 
-class TLSRequired(Failure):
-    """tlsstrictness 2 and no server would take the message over verified TLS."""
+class Remembered(Failure):
+    """A failure carried over a --qremote-resume (letter and text as they were)."""
+    template = b"%(message)s"
+    fields = (("remembered", RAW), ("message", RAW))
 
-    MAX_REASONS = 8
-
-    def __init__(self, reasons):
-        super().__init__(reasons)
-        self.reasons = reasons  # [(ip bytes, why bytes)]
-
-    def text(self):
-        listed = b"; ".join(b"%s: %s" % (ip, why) for ip, why in self.reasons[:self.MAX_REASONS])
-        more = b"; ..." if len(self.reasons) > self.MAX_REASONS else b""
-        return (b"Sorry, no server would take the message over TLS, as control/tlsstrictness 2 requires (%s%s). "
-                b"(#4.7.5)\n" % (listed, more))
-
-
-# --- failures once connected to IP; each knows the peer's address for its text ---
-
-class AtPeer(Failure):
-    """A failure while talking to one server: its text names the server's IP."""
-
-    def __init__(self, ip, reply=None):
-        super().__init__(ip, reply)
-        self.ip, self.reply = ip, reply
-
-
-class ConnectionDied(AtPeer):
-    def __init__(self, ip, duplicate=False, why=b""):
-        super().__init__(ip)
-        self.duplicate, self.why = duplicate, why
-
-    def text(self):
-        dup = b" Possible duplicate!" if self.duplicate else b""
-        return b"Connected to %s but connection died.%s (#4.4.2)\n" % (self.ip, dup)
-
-
-class GreetingFailed(AtPeer):
-    def text(self):
-        return b"Connected to %s but greeting failed.\n%s" % (self.ip, remote_said(self.reply))
-
-
-class HeloRejected(AtPeer):
-    def text(self):
-        return b"Connected to %s but my name was rejected.\n%s" % (self.ip, remote_said(self.reply))
-
-
-class ReplyTooLong(ConnectionDied):
-    """The server sent a reply larger than we are willing to read: treated like a drop."""
-
-    def text(self):
-        dup = b" Possible duplicate!" if self.duplicate else b""
-        return b"Connected to %s but its reply was too long; connection dropped.%s (#4.4.2)\n" % (self.ip, dup)
-
-
-class SenderRejected(AtPeer):
     @property
     def letter(self):
-        return letter_for(self.reply)
-
-    def text(self):
-        return b"Connected to %s but sender was rejected.\n%s" % (self.ip, remote_said(self.reply))
+        return self.remembered
 
 
-class NoRecipients(AtPeer):
-    letter = D
+# --- DNS ---
 
-    def text(self):
-        return b"Giving up on %s.\n" % self.ip
-
-
-class DataRejected(AtPeer):
-    @property
-    def letter(self):
-        return letter_for(self.reply)
-
-    def text(self):
-        return b"%s failed on DATA command.\n%s" % (self.ip, remote_said(self.reply))
+class DnsSoft(Failure):
+    template = b"Sorry, I couldn't find any host by that name. (#4.1.2)\n"
 
 
-class MessageRejected(AtPeer):
-    @property
-    def letter(self):
-        return letter_for(self.reply)
-
-    def text(self):
-        return b"%s failed after I sent the message.\n%s" % (self.ip, remote_said(self.reply))
+class DnsHard(Failure):
+    LETTER = D
+    template = b"Sorry, I couldn't find any host named %(host)s. (#5.1.2)\n"
+    fields = (("host", NAME),)
 
 
-class TooBig(AtPeer):
-    letter = D
-
-    def __init__(self, ip, size, limit):
-        super().__init__(ip)
-        self.size, self.limit = size, limit
-
-    def text(self):
-        return (b"Connected to %s but the message (%d bytes) is bigger than its SIZE limit of %d bytes. (#5.3.4)\n"
-                % (self.ip, self.size, self.limit))
+class NoAddress(Failure):
+    LETTER = D
+    template = b"Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
 
 
-class NeedsSmtpUtf8(AtPeer):
-    letter = D
+class NullMX(Failure):
+    """RFC 7505: the domain publishes a single MX "0 ." to say it takes no mail."""
+    LETTER = D
+    template = b"Sorry, %(host)s does not accept mail: it publishes a null MX (RFC 7505). (#5.1.10)\n"
+    fields = (("host", NAME),)
 
-    def text(self):
-        return (b"Connected to %s but an address is not ASCII and the server does not offer SMTPUTF8. (#5.6.7)\n"
-                % self.ip)
+
+class AmbiguousMX(Failure):
+    LETTER = D
+    template = (b"Sorry. Although I'm listed as a best-preference MX or A for that host,\n"
+                b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n")
 
 
 class NoResolver(Failure):
     """No nameserver can be asked: $DNSCACHEIP is unusable or /etc/resolv.conf unreadable."""
+    template = b"Unable to find a DNS server: %(why)s. (#4.3.0)\n"
+    fields = (("why", TEXT),)
 
-    def __init__(self, why):
-        super().__init__(why)
-        self.why = why
+
+# --- connecting and the opening (greeting, EHLO, STARTTLS) ---
+
+class NoConnection(Failure):
+    template = b"Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
+
+
+class SourceUnusable(Failure):
+    """control/outgoingip names an address this machine cannot connect from."""
+    template = b"Unable to bind the source address %(address)s named by control/outgoingip: %(reason)s. (#4.3.0)\n"
+    fields = (("address", TEXT), ("reason", TEXT))
+
+
+class OpeningTimedOut(Failure):
+    """The whole opening (every connect, greeting, EHLO, STARTTLS and handshake over all
+    addresses) ran past control/timeoutopening: what was tried, as far as it fits."""
+    MAX_LISTED = 8
+    template = (b"Sorry, no server could be reached within the %(seconds)s seconds of control/timeoutopening "
+                b"(%(tried)s). (#4.4.1)\n")
+    fields = (("seconds", RAW), ("tried", RAW), ("more", RAW))  # tried: [(ip bytes, why bytes)], sanitised by Plan
 
     def text(self):
-        # why is built by dns.py; a word from $DNSCACHEIP in it is quoted with repr()
-        return b"Unable to find a DNS server: %s. (#4.3.0)\n" % self.why.encode("ascii", "backslashreplace")
+        return self.template % {b"seconds": b"%d" % self.seconds,
+                                b"tried": listing(self.tried, self.MAX_LISTED, self.more)}
 
 
-# --- TLS ---
-# Reasons an address was not used over TLS (tlspolicy.Plan keeps them for TLSRequired),
-# the note a cleartext fallback adds to K, and the K text over TLS.
-
-TLS_NOT_OFFERED = b"no STARTTLS offered"
-TLS_INJECTION = b"plaintext after the STARTTLS reply (response injection)"
-NO_TLS_NOTE = b"sent in cleartext: no server would do TLS"
-
-_TLS_KINDS = {  # tlsc-io's TLSC_FAILURE kinds (notes/tlsc-io-spec.md)
-    "verify": b"certificate not trusted: %s",
-    "name": b"certificate name mismatch: %s",
-    "timeout": b"TLS handshake timed out: %s",
-    "closed": b"connection closed during the TLS handshake: %s",
-    "local": b"unusable TLS file: %s",
-}
+def listing(pairs, most, more=0):
+    """"ip: why; ip: why; ..." of at most `most` pairs; more: how many were left out before."""
+    if not pairs:
+        return b"nothing was tried"
+    shown = b"; ".join(b"%s: %s" % (ip, why) for ip, why in pairs[:most])
+    return shown + (b"; ..." if len(pairs) > most or more else b"")
 
 
-def tls_reason(kind, text):
-    """Why a handshake failed, from tlsc-io's failure kind and text (bytes)."""
-    if kind == "injection":
-        return TLS_INJECTION
-    return _TLS_KINDS.get(kind, b"TLS handshake error: %s") % safe_text(text)
+class AtPeer(Failure):
+    """A failure while talking to one server: its text names the server's IP."""
+    fields = (("ip", RAW), ("reply", SAID))
 
 
-def starttls_refused(reply_text):
-    """The reason for a STARTTLS answered with other than 220: the reply's last line."""
-    return b"STARTTLS refused: " + safe_text(reply_text.rstrip(b"\n").split(b"\n")[-1])
+class GreetingFailed(AtPeer):
+    polite = True
+    template = b"Connected to %(ip)s but greeting failed.\n%(reply)s"
 
 
-def cleartext_note(why):
-    return b"sent in cleartext: the TLS handshake failed (%s)" % why
+class HeloRejected(AtPeer):
+    polite = True
+    template = b"Connected to %(ip)s but my name was rejected.\n%(reply)s"
 
 
-def accepted_text(text, protocol=None, cipher=None, verified=False, note=b""):
-    """K text with how the message travelled added to its first line:
-    "IP accepted message. (TLSv1.3 verified, cipher X)" or "(NOTE)" for a cleartext fallback."""
-    first, newline, rest = text.partition(b"\n")
+class ConnectionDied(AtPeer):
+    """The connection was lost, or a reply took too long or was too long."""
+    fields = (("ip", RAW), ("duplicate", RAW), ("why", RAW), ("too_long", RAW))
+    DUPLICATE = b" Possible duplicate!"
+
+    def text(self):
+        dup = self.DUPLICATE if self.duplicate else b""
+        if self.too_long:
+            return b"Connected to %s but its reply was too long; connection dropped.%s (#4.4.2)\n" % (self.ip, dup)
+        return b"Connected to %s but connection died.%s (#4.4.2)\n" % (self.ip, dup)
+
+
+class TLSRequired(Failure):
+    """tlsstrictness 2 and no server would take the message over verified TLS."""
+    MAX_REASONS = 8
+    template = (b"Sorry, no server would take the message over TLS, as control/tlsstrictness 2 requires "
+                b"(%(reasons)s). (#4.7.5)\n")
+    fields = (("reasons", RAW), ("more", RAW))  # [(ip bytes, why bytes)], and how many were not kept
+
+    def text(self):
+        return self.template % {b"reasons": listing(self.reasons, self.MAX_REASONS, self.more)}
+
+
+class TLSFileUnusable(Failure):
+    """A file named by a TLS control file (trustanchors, clientcert, clientkey) cannot be used."""
+    template = b"Unable to use %(path)s named by control/%(control)s: %(reason)s. (#4.3.0)\n"
+    fields = (("control", TEXT), ("path", NAME), ("reason", TEXT))
+
+
+class TLSLocal(Failure):
+    """tlsc-io could not use a file named by a TLS control file (its text names the file)."""
+    template = b"Unable to start TLS: %(why)s. (#4.3.0)\n"
+    fields = (("why", TEXT),)
+
+
+# --- the transaction ---
+
+class SenderRejected(AtPeer):
+    LETTER = BY_REPLY
+    polite = True
+    template = b"Connected to %(ip)s but sender was rejected.\n%(reply)s"
+
+
+class NoRecipients(AtPeer):
+    LETTER = D
+    polite = True
+    template = b"Giving up on %(ip)s.\n"
+
+
+class DataRejected(AtPeer):
+    LETTER = BY_REPLY
+    polite = True
+    template = b"%(ip)s failed on DATA command.\n%(reply)s"
+
+
+class MessageRejected(AtPeer):
+    LETTER = BY_REPLY
+    polite = True
+    template = b"%(ip)s failed after I sent the message.\n%(reply)s"
+
+
+class TooBig(AtPeer):
+    LETTER = D
+    polite = True
+    template = (b"Connected to %(ip)s but the message (%(size)s bytes) is bigger than its SIZE limit "
+                b"of %(limit)s bytes. (#5.3.4)\n")
+    fields = (("ip", RAW), ("size", RAW), ("limit", RAW))
+
+
+class NeedsSmtpUtf8(AtPeer):
+    LETTER = D
+    polite = True
+    template = (b"Connected to %(ip)s but an address is not ASCII and the server does not offer SMTPUTF8. "
+                b"(#5.6.7)\n")
+    fields = (("ip", RAW),)
+
+
+# --- what is not a failure: recipient reports and the K text ---
+
+def recipient_report(ip, reply):
+    """(letter, text) for the reply to one RCPT: r, or h/s with stock's text."""
+    if reply.ok:
+        return RCPT_OK, b""
+    letter = RCPT_PERM if letter_for(reply) == D else RCPT_TEMP
+    return letter, b"%s does not like recipient.\n%s" % (ip, remote_said(reply))
+
+
+def accepted(ip, reply, protocol=None, cipher=None, verified=False, note=b""):
+    """The K text: stock's "IP accepted message." and the server's reply, with how the
+    message travelled added to the first line: "(TLSv1.3 verified, cipher X)" over TLS,
+    or "(NOTE)" when it went in cleartext although TLS was wanted."""
+    first = b"%s accepted message." % ip
     if protocol:
         first += b" (%s %s" % (safe_text(protocol), b"verified" if verified else b"unverified")
         first += b", cipher %s)" % safe_text(cipher) if cipher else b")"
     if note:
         first += b" (%s)" % safe_text(note)
-    return first + newline + rest
+    return first + b"\n" + remote_said(reply)
 
 
-class TLSLocal(Failure):
-    """tlsc-io could not use a file named by a TLS control file (its text names the file)."""
+# --- why an address was not used over TLS (the Plan keeps them for TLSRequired) ---
 
-    def __init__(self, why):
-        super().__init__(why)
-        self.why = why
+TLS_NOT_OFFERED = b"no STARTTLS offered"
+TLS_INJECTION = b"plaintext after the STARTTLS reply (response injection)"
+NO_TLS_NOTE = b"sent in cleartext: no server would do TLS"
 
-    def text(self):
-        return b"Unable to start TLS: %s. (#4.3.0)\n" % safe_text(self.why)
-
-
-# --- DNS and connections ---
-
-class SourceUnusable(Failure):
-    """control/outgoingip names an address this machine cannot connect from."""
-
-    def __init__(self, address, reason):
-        super().__init__(address, reason)
-        self.address, self.reason = address, reason
-
-    def text(self):
-        return b"Unable to bind the source address %s named by control/outgoingip: %s. (#4.3.0)\n" % (
-            self.address.encode("ascii", "replace"), self.reason.encode("ascii", "replace"))
+TLS_KINDS = {  # tlsc-io's failure kinds (tlsc.KINDS) as reports say them
+    "verify": b"certificate not trusted: %s",
+    "name": b"certificate name mismatch: %s",
+    "timeout": b"TLS handshake timed out: %s",
+    "closed": b"connection closed during the TLS handshake: %s",
+    "handshake": b"TLS handshake error: %s",
+    "local": b"unusable TLS file: %s",
+}
 
 
-class ResumeInvalid(Failure):
-    """qmail-remote --qremote-resume=STATE with a STATE it cannot read (only tlsc-io should pass it)."""
-
-    def __init__(self, why):
-        super().__init__(why)
-        self.why = why
-
-    def text(self):
-        return b"qmail-remote: invalid --qremote-resume state (an internal option): %s. (#4.3.0)\n" % (
-            safe_text(self.why.encode("ascii", "replace")[:200]))
+def tls_reason(kind, text):
+    """Why a handshake failed, from tlsc-io's failure kind and text."""
+    return TLS_KINDS[kind] % safe_text(text)
 
 
-class Remembered(Failure):
-    """A failure carried over a --qremote-resume (letter and text as they were)."""
+class TLSCFailed(Failure):
+    """tlsc-io could not go on (a bad command line, a program it could not run) and
+    said so itself (-R): the delivery is deferred."""
+    template = b"tlsc-io: %(why)s. (#4.3.0)\n"
+    fields = (("why", TEXT),)
 
-    def __init__(self, letter, message):
-        super().__init__(letter, message)
-        self.letter, self.message = letter, message
 
-    def text(self):
-        return self.message
+def starttls_refused(reply):
+    """The reason for a STARTTLS answered with other than 220: the reply's last line."""
+    return b"STARTTLS refused: " + safe_text(reply.text.rstrip(b"\n").split(b"\n")[-1])
+
+
+def cleartext_note(why):
+    return b"sent in cleartext: the TLS handshake failed (%s)" % why

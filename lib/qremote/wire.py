@@ -16,7 +16,8 @@ import os
 import select
 import time
 
-from .smtp.reply import ReplyParser
+from .smtp import commands
+from .smtp.reply import ReplyParser, ReplyTooLong
 
 READ_SIZE = 65536
 _POLLIN = select.POLLIN | select.POLLPRI
@@ -24,14 +25,22 @@ _POLLOUT = select.POLLOUT
 
 
 class Dropped(Exception):
-    """The connection was closed, failed, or timed out; str() says which."""
+    """The connection was closed, failed, or timed out; str() says which. too_long: the
+    peer sent a reply larger than we read (smtp.reply's ReplyTooLong), which ends the
+    connection like a drop."""
+
+    def __init__(self, why, too_long=False):
+        super().__init__(why)
+        self.too_long = too_long
 
 
 class Channel:
-    def __init__(self, rfd, wfd, timeout, sock=None):
-        """sock: the socket object behind rfd, for exact mode (peek); None for greedy mode."""
+    def __init__(self, rfd, wfd, timeout, sock=None, deadline=float("inf")):
+        """sock: the socket object behind rfd, for exact mode (peek); None for greedy mode.
+        deadline: a time.monotonic() value no wait may pass (qmail-remote's opening)."""
         self.rfd, self.wfd = rfd, wfd
         self.timeout = timeout
+        self.deadline = deadline
         self.sock = sock
         self.surplus = b""
         os.set_blocking(rfd, False)
@@ -47,9 +56,12 @@ class Channel:
         if remaining < 0 or not poller.poll(remaining * 1000.0):
             raise Dropped("timed out while %s" % what)
 
+    def _deadline(self):
+        return min(time.monotonic() + self.timeout, self.deadline)
+
     def send(self, data):
         view = memoryview(data)
-        deadline = time.monotonic() + self.timeout
+        deadline = self._deadline()
         while view:
             try:
                 done = os.write(self.wfd, view)
@@ -59,7 +71,7 @@ class Channel:
             except OSError as error:
                 raise Dropped("write failed: %s" % error.strerror) from None
             view = view[done:]
-            deadline = time.monotonic() + self.timeout
+            deadline = self._deadline()
 
     def _read(self, deadline):
         while True:
@@ -78,19 +90,22 @@ class Channel:
             return data
 
     def read_reply(self):
-        """One whole reply; raises Dropped, or ReplyTooLong for an endless one."""
+        """One whole reply; raises Dropped (also for an endless reply: too_long)."""
         parser = ReplyParser()
-        deadline = time.monotonic() + self.timeout
-        if self.surplus:
-            used = parser.feed(self.surplus)
-            self.surplus = self.surplus[used:]
-        while parser.reply is None:
-            data = self._read(deadline)
-            used = parser.feed(data)
-            if self.sock is not None:
-                self._consume(used)
-            else:
-                self.surplus = data[used:]
+        deadline = self._deadline()
+        try:
+            if self.surplus:
+                used = parser.feed(self.surplus)
+                self.surplus = self.surplus[used:]
+            while parser.reply is None:
+                data = self._read(deadline)
+                used = parser.feed(data)
+                if self.sock is not None:
+                    self._consume(used)
+                else:
+                    self.surplus = data[used:]
+        except ReplyTooLong:
+            raise Dropped("reply too long", too_long=True) from None
         return parser.reply
 
     def _consume(self, count):
@@ -99,10 +114,32 @@ class Channel:
             count -= len(self.sock.recv(count))
 
     def unread_bytes(self):
-        """Exact mode: whether the peer has sent anything beyond the last reply."""
+        """Whether the peer has sent anything beyond the last reply."""
+        if self.sock is None:
+            return bool(self.surplus)
         try:
             return bool(self.sock.recv(1, 2 | 0x40))  # MSG_PEEK | MSG_DONTWAIT
         except BlockingIOError:
             return False
         except OSError:
             return False
+
+
+def converse(channel, machine):
+    """Run a sans-IO opening (smtp/opening.py) over channel until it has an outcome.
+
+    Only bytes move here; a lost connection raises Dropped."""
+    outgoing = machine.start()
+    while machine.outcome is None:
+        if outgoing:
+            channel.send(outgoing)
+        reply = channel.read_reply()
+        outgoing = machine.receive(reply, machine.checks_surplus and channel.unread_bytes())
+
+
+def quit(channel):
+    """Say QUIT and do not wait for the reply (as stock: the outcome is already known)."""
+    try:
+        channel.send(commands.QUIT)
+    except Dropped:
+        pass

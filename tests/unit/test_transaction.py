@@ -50,7 +50,7 @@ def test_plain_transaction_step_by_step():
     assert t.receive(reply(b"250 2.0.0 queued as 1234\r\n")) == b""
     assert t.phase == DONE
     assert t.success.code == 250
-    assert t.accepted_text() == b"192.0.2.7 accepted message.\nRemote host said: 250 2.0.0 queued as 1234\n"
+    assert failures.accepted(t.ip, t.success) == b"192.0.2.7 accepted message.\nRemote host said: 250 2.0.0 queued as 1234\n"
 
 
 def test_plain_transaction_sends_data_only_after_an_accepted_recipient():

@@ -4,24 +4,30 @@ Reads like stock's main(): usage, home, control files, route, addresses, targets
 loop protection, then the connection loop. The first server that answers the
 greeting and EHLO (or HELO) gets the rest of the delivery: this process execs
 qmail-remote-io with the connection on fds 6 and 7, or, when the STARTTLS policy
-(tlspolicy.py, doc/starttls.html) says TLS and the server said 220 to STARTTLS,
+(plan.py, doc/starttls.html) says TLS and the server said 220 to STARTTLS,
 tlsc-io, which does the handshake and execs qmail-remote-io over the TLS relay.
 A server that fails the greeting or EHLO+HELO (or drops or stalls there) is left
-with QUIT and the next address is tried; when none is left, the last such failure
-is the report (or, at tlsstrictness 2, why no server would do TLS).
+with QUIT and the next address is tried; when none is left, or the opening's
+deadline (control/timeoutopening) has passed, the plan says what to report.
+
+The decisions are elsewhere: smtp/opening.py runs the greeting, EHLO and STARTTLS
+exchange, plan.py chooses the addresses and what a server without TLS means. This
+module only moves bytes and execs.
 
 When tlsc-io's handshake fails it execs its failure continuation: this program
 again, as `qmail-remote --qremote-resume=STATE host sender recip...` with
-TLSC_FAILURE in the environment. STATE is the plan of the loop (chainargv.py), so
-the loop goes on where it stood: no DNS, no smtproutes, no loop protection again.
+TLSC_FAILURE in the environment. STATE is the plan (plan.py), so the loop goes on
+where it stood: no DNS, no smtproutes, no loop protection, no control files again.
 """
 
 import os
 import sys
+import time
 
-from .. import addresses, chainargv, connect, control, failures, paths, report, session, tcpto, tlspolicy
-from ..smtp import commands
-from ..wire import Channel
+from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto
+from ..plan import CLEAR, Plan
+from ..smtp.opening import BROKEN, NO_TLS, TLS, Opening
+from ..wire import Channel, Dropped, converse, quit
 
 PROGRAM = "qmail-remote"
 
@@ -40,62 +46,22 @@ def deliver(argv, reporter):
     except OSError:
         raise failures.NoHome() from None
     controls = control.Controls.load()
-    policy = control.tls_policy()
     addresses.envelope(sender, recipients)  # refuse CR/LF/NUL before any connection
-    plan = first_plan(host, controls, policy) if state is None else resumed_plan(state, policy)
+    plan = first_plan(host, controls) if state is None else resumed_plan(state)
 
     backoff = tcpto.Backoff()
-    while True:
+    while plan.remaining(time.monotonic()) > 0:
         group = plan.next_group()
         if not group:
             break
         group = [a for a in group if not backoff.skip(a.target.ip, a.target.family)]
-        unreachable = set()  # ids of targets that refused or timed out
-
-        def on_result(target, error, timed_out):
-            backoff.record(target.ip, target.family, timed_out)
-            if error:
-                unreachable.add(id(target))
-        sock, target = connect.race(connect.interleave([a.target for a in group]), controls.timeoutconnect,
-                                    on_result, sources=controls.outgoingip)
-        if sock is None:
-            continue
-        attempt = next(a for a in group if a.target is target)
-        plan.put_back([a for a in group if a is not attempt and id(a.target) not in unreachable])
-        channel = Channel(sock.fileno(), sock.fileno(), controls.timeoutremote, sock=sock)
-        ip = target.ip.encode()
-        try:
-            session.greeting(channel, ip)
-            capabilities = session.hello(channel, ip, controls.helohost)
-            decision = plan.after_ehlo(attempt, capabilities)
-            if decision == tlspolicy.STARTTLS:
-                reply = session.exchange(channel, ip, commands.STARTTLS)
-                if reply.code == 220:
-                    if channel.unread_bytes():
-                        # bytes sent before our handshake would be read as if inside TLS
-                        sock.close()
-                        plan.handshake_failed(attempt, failures.TLS_INJECTION)
-                        continue
-                    start_tls(sock, attempt, plan, controls, host, sender, recipients)
-                decision = plan.after_starttls_refused(attempt, reply.text)
-        except (failures.GreetingFailed, failures.HeloRejected) as failure:
-            session.quit(channel)
-            sock.close()
-            plan.last_failure = failure
-            continue
-        except failures.ConnectionDied as failure:
-            sock.close()
-            plan.last_failure = failure
-            continue
-        if decision == tlspolicy.SKIP:
-            session.quit(channel)
-            sock.close()
-            continue
-        hand_over(sock, target, capabilities, controls, sender, recipients, attempt.note)
-    raise plan.exhausted() or failures.NoConnection()
+        sock, attempt = connect_one(group, plan, controls, backoff)
+        if sock is not None:
+            try_server(sock, attempt, plan, controls, host, sender, recipients)
+    raise plan.exhausted(time.monotonic()) or failures.NoConnection()
 
 
-def first_plan(host, controls, policy):
+def first_plan(host, controls):
     """The route, DNS and loop protection: every target to try, in order."""
     from .. import ipme, resolve, routes
     from ..candidates import apply_prefme
@@ -105,26 +71,82 @@ def first_plan(host, controls, policy):
     routed = route is not routes.MX
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
-    return tlspolicy.Plan(policy, [tlspolicy.Attempt(t) for t in targets])
+    return Plan(control.tls_policy(), targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening)
 
 
-def resumed_plan(state, policy):
+def resumed_plan(state):
     """The plan tlsc-io handed back, with its first attempt's handshake failure applied."""
+    from ..tlsc import FAILURE_VARIABLE, parse_failure
+
     try:
-        plan = chainargv.decode_resume(state, policy)
+        plan = Plan.load(state)
     except (ValueError, IndexError) as error:
         raise failures.ResumeInvalid(str(error)) from None
-    reported = os.environ.pop("TLSC_FAILURE", "") or "handshake: tlsc-io gave no reason"
-    kind, why = tlspolicy.handshake_failure(reported)
+    reported = os.environb.pop(FAILURE_VARIABLE, b"").decode("ascii", "replace")
+    kind, text = parse_failure(reported or "handshake: tlsc-io gave no reason")
     if kind == "local":  # a TLS file is unusable: the same for every server, the admin must act
-        raise failures.TLSLocal(reported.partition(": ")[2].encode("ascii", "replace"))
-    plan.handshake_failed(plan.todo.pop(0), why)
+        raise failures.TLSLocal(text)
+    plan.handshake_failed(failures.tls_reason(kind, text))
     return plan
 
 
+def connect_one(group, plan, controls, backoff):
+    """(socket, Attempt) of the first address of group to connect, or (None, None).
+    Those the race did not try go back to the plan."""
+    failed = {}  # target ip -> why it could not be reached
+
+    def on_result(target, error, timed_out):
+        backoff.record(target.ip, target.family, timed_out)
+        if error:
+            failed[target.ip] = "connect timed out" if timed_out else "connect failed: %s" % os.strerror(error)
+            plan.unreachable(target, failed[target.ip])
+
+    timeout = min(controls.timeoutconnect, plan.remaining(time.monotonic()))
+    sock, target = connect.race(connect.interleave([a.target for a in group]), timeout, on_result,
+                                sources=controls.outgoingip)
+    plan.put_back([a for a in group if a.target is not target and a.target.ip not in failed])
+    if sock is None:
+        return None, None
+    return sock, next(a for a in group if a.target is target)
+
+
+def try_server(sock, attempt, plan, controls, host, sender, recipients):
+    """Greeting, EHLO and maybe STARTTLS with one server: returns only when this server
+    will not take the message (the plan knows why); otherwise execs the next program."""
+    ip = attempt.target.ip.encode()
+    channel = Channel(sock.fileno(), sock.fileno(), controls.timeoutremote, sock=sock, deadline=plan.deadline)
+    opening = Opening(ip, controls.helohost, starttls=plan.tls_wanted(attempt))
+    try:
+        converse(channel, opening)
+    except Dropped as error:
+        sock.close()
+        plan.server_failed(attempt, failures.ConnectionDied(ip, why=str(error).encode(), too_long=error.too_long))
+        return
+    except (failures.GreetingFailed, failures.HeloRejected) as failure:
+        quit(channel)
+        sock.close()
+        plan.server_failed(attempt, failure)
+        return
+    if opening.outcome == TLS:
+        start_tls(sock, attempt, plan, controls, host, sender, recipients)
+    if opening.outcome == BROKEN:
+        sock.close()
+        plan.broken_tls(attempt, opening.why)
+        return
+    if opening.outcome == NO_TLS and plan.without_tls(attempt, opening.why) != CLEAR:
+        quit(channel)
+        sock.close()
+        return
+    hand_over(sock, attempt, opening.capabilities, controls, sender, recipients)
+
+
 def chain_environment():
-    """The environment for the next program: no SSL_* or TLSC_FAILURE left from elsewhere."""
-    return {k: v for k, v in os.environb.items() if not (k.startswith(b"SSL_") or k == b"TLSC_FAILURE")}
+    """The environment for the next program: no SSL_* or TLSC_FAILURE left from elsewhere,
+    and none of OpenSSL's variables (TLS depends on control files only)."""
+    from ..tlsc import openssl_variable
+
+    return {k: v for k, v in os.environb.items()
+            if not (k.startswith(b"SSL_") or k == b"TLSC_FAILURE" or openssl_variable(k))}
 
 
 def on_fds_6_and_7(sock):
@@ -135,39 +157,40 @@ def on_fds_6_and_7(sock):
         os.set_inheritable(wanted, True)
 
 
-def run_next(path, argv):
+def run_next(path, argv):  # never returns
     try:
         os.execve(path, argv, chain_environment())
     except OSError as error:
         raise failures.ChainBroken(path.encode(), error.strerror) from None
 
 
-def hand_over(sock, target, capabilities, controls, sender, recipients, note=b""):
+def hand_over(sock, attempt, capabilities, controls, sender, recipients):  # never returns
     """Exec qmail-remote-io in cleartext with the connection as fds 6 (read) and 7 (write)."""
     on_fds_6_and_7(sock)
     path = paths.sibling(chainargv.IO)
-    run_next(path, chainargv.build_io(path, controls.timeoutremote, target.ip, sender, recipients,
-                                      capabilities=capabilities.to_arg(), note=note))
+    run_next(path, chainargv.build_io(path, controls.timeoutremote, attempt.target.ip, sender, recipients,
+                                      capabilities=capabilities.to_arg(), note=attempt.note))
 
 
-def start_tls(sock, attempt, plan, controls, host, sender, recipients):
+def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never returns
     """Exec tlsc-io: on success it runs qmail-remote-io (EHLO again inside TLS), on
     failure this program again with the plan, this attempt first."""
+    from ..tlsc import PROGRAM as TLSC, build_tlsc, server_name
+
     policy = plan.policy
-    plan.todo.insert(0, attempt)
     myself = paths.sibling(PROGRAM)
-    continuation = [myself.encode(), chainargv.encode_resume(plan).encode(), host, sender] + recipients
+    continuation = [myself.encode(), (chainargv.RESUME + plan.dump(first=attempt)).encode(), host, sender]
     io = paths.sibling(chainargv.IO)
     prog = chainargv.build_io(io, controls.timeoutremote, attempt.target.ip, sender, recipients,
                               ehlo=controls.helohost)
-    from ..tlsargv import PROGRAM as TLSC, build_tlsc
-
     path = paths.sibling(TLSC)
     # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
     # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing
     anchors = policy.anchors if policy.verify else None
-    argv = build_tlsc(path, tlspolicy.server_name(attempt.target), anchors, policy.clientcert,
-                      policy.clientkey, policy.verify, controls.timeoutconnect, controls.timeoutremote,
-                      continuation, prog)
+    # the handshake is part of the opening: it ends by the plan's deadline too
+    handshake = max(1, min(controls.timeoutconnect, int(plan.remaining(time.monotonic()) + 0.999)))
+    argv = build_tlsc(path, server_name(attempt.target), anchors, policy.clientcert, policy.clientkey,
+                      policy.verify, handshake, controls.timeoutremote, continuation + recipients, prog,
+                      report=True)
     on_fds_6_and_7(sock)
     run_next(path, argv)

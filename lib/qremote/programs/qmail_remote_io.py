@@ -12,12 +12,12 @@ import os
 import stat
 import sys
 
-from .. import addresses, chainargv, failures, report, session
+from .. import addresses, chainargv, failures, report
 from ..smtp import encoder as encoding
 from ..smtp.ehlo import Capabilities
-from ..smtp.reply import ReplyTooLong
+from ..smtp.opening import Opening
 from ..smtp.transaction import BODY, DONE, Transaction
-from ..wire import Channel, Dropped
+from ..wire import Channel, Dropped, converse, quit
 
 PROGRAM = chainargv.IO
 CHUNK = 256 * 1024
@@ -40,10 +40,11 @@ def deliver(argv, reporter):
         size, eightbit = inspect_message(0, "8BITMIME" in capabilities)
         transaction = Transaction(ip, sender, recipients, capabilities, size, eightbit)
         run(channel, transaction, reporter)
-    except _POLITE:
-        session.quit(channel)
+    except failures.Failure as failure:
+        if failure.polite:  # the server is still listening
+            quit(channel)
         raise
-    session.quit(channel)
+    quit(channel)
     reporter.final(failures.K, accepted_text(transaction, options.note))
 
 
@@ -51,22 +52,20 @@ def accepted_text(transaction, note):
     """The K text, saying how the message travelled: over TLS (tlsc-io's SSL_* variables,
     which exist only when it ran us), or in cleartext although TLS was wanted (the note)."""
     environ = os.environb
-    return failures.accepted_text(transaction.accepted_text(), environ.get(b"SSL_PROTOCOL"),
-                                  environ.get(b"SSL_CIPHER"), environ.get(b"SSL_PEER_VERIFIED") == b"1", note)
-
-
-# Failures after which the server is still listening: say QUIT before reporting.
-_POLITE = (failures.GreetingFailed, failures.HeloRejected, failures.SenderRejected,
-           failures.NoRecipients, failures.DataRejected, failures.MessageRejected,
-           failures.TooBig, failures.NeedsSmtpUtf8)
+    return failures.accepted(transaction.ip, transaction.success, environ.get(b"SSL_PROTOCOL"),
+                             environ.get(b"SSL_CIPHER"), environ.get(b"SSL_PEER_VERIFIED") == b"1", note)
 
 
 def opening(channel, ip, options):
-    """The server's capabilities: from argv, or from our own greeting and EHLO."""
-    if options.greeting:
-        session.greeting(channel, ip)
-    if options.ehlo:
-        return session.hello(channel, ip, options.ehlo)
+    """The server's capabilities: from our own greeting and EHLO (-g, -h), or from argv."""
+    if options.greeting or options.ehlo:
+        machine = Opening(ip, options.ehlo, greeting=options.greeting)
+        try:
+            converse(channel, machine)
+        except Dropped as error:
+            raise failures.ConnectionDied(ip, why=str(error).encode(), too_long=error.too_long) from None
+        if machine.capabilities is not None:
+            return machine.capabilities
     try:
         return Capabilities.from_arg(options.capabilities)
     except ValueError as error:
@@ -90,10 +89,7 @@ def run(channel, transaction, reporter):
                 for letter, text in transaction.take_reports():
                     reporter.recipient(letter, text)
     except Dropped as error:
-        raise transaction.died(str(error).encode()) from None
-    except ReplyTooLong:
-        died = transaction.died()
-        raise failures.ReplyTooLong(died.ip, duplicate=died.duplicate) from None
+        raise transaction.died(str(error).encode(), error.too_long) from None
 
 
 def send_message(channel, transaction):

@@ -4,17 +4,26 @@ Handshake on fds 6/7, then fork twice: the grandchild relays between the TLS
 connection and a socketpair, and this process (its pid kept) execs PROG with fds 6
 and 7 on the cleartext end and SSL_* in the environment. A failed handshake execs
 the failure continuation with TLSC_FAILURE instead, or exits 111 without one.
+With -R (in a delivery) a failure that leaves nothing to run ends in a Z report on
+fd 1 instead of a message on fd 2 and exit 100 or 111, which qmail-rspawn would turn
+into a bounce or an empty deferral.
 """
 
 import os
 import sys
 
-from .. import tlsargv
+from .. import tlsc
+from ..tlsc import FATAL_EXIT, USAGE_EXIT
 
-USAGE_EXIT, FATAL_EXIT = 100, 111
+_report = False  # -R: set once the command line says so
 
 
 def main():
+    global _report
+    _report = tlsc.wants_report(sys.argv)
+    # before OpenSSL is loaded: it reads OPENSSL_CONF and friends when it starts
+    for name in [name for name in os.environb if tlsc.openssl_variable(name)]:
+        del os.environb[name]
     try:
         run(sys.argv)
     except SystemExit:
@@ -23,7 +32,13 @@ def main():
         die("internal error: %s: %s" % (type(error).__name__, error))
 
 
-def die(text, code=FATAL_EXIT):
+def die(text, code=FATAL_EXIT):  # never returns
+    if _report:
+        from .. import failures
+        from ..report import Reporter
+
+        Reporter(1).failure(failures.TLSCFailed(("usage: " if code == USAGE_EXIT else "") + text))
+        os._exit(0)
     try:
         os.write(2, ("tlsc-io: %s: %s\n" % ("usage" if code == USAGE_EXIT else "fatal", text))
                  .encode("utf-8", "replace"))
@@ -34,14 +49,14 @@ def die(text, code=FATAL_EXIT):
 
 def run(argv):
     try:
-        options = tlsargv.parse_tlsc(argv)
-    except tlsargv.Usage as error:
+        options = tlsc.parse_tlsc(argv)
+    except tlsc.Usage as error:
         die(str(error), USAGE_EXIT)
     from ..tls import context as tlscontext
     from ..tls.relay import TLSConnection
 
     env = dict(os.environb)
-    for variable in tlscontext.SSL_VARIABLES + (tlscontext.FAILURE_VARIABLE,):
+    for variable in tlsc.SSL_VARIABLES + (tlsc.FAILURE_VARIABLE,):
         env.pop(variable, None)
     try:
         context = tlscontext.build(options)
@@ -109,18 +124,18 @@ def _be_relay(connection, clear, relay_end, options):
         os._exit(0)
 
 
-def fail(options, env, failure):
+def fail(options, env, failure):  # never returns
     """The handshake failed: close the connection, then exec the continuation (or exit 111)."""
     line = failure.line()
     for fd in {options.fdr, options.fdw}:
         _close(fd)
     if not options.continuation:
         die(line.decode("ascii"))
-    env[b"TLSC_FAILURE"] = line
+    env[tlsc.FAILURE_VARIABLE] = line
     execute(options.continuation, env)
 
 
-def execute(argv, env):
+def execute(argv, env):  # never returns
     from _signal import SIGPIPE, SIG_DFL, signal
 
     signal(SIGPIPE, SIG_DFL)  # Python ignores it; PROG should get the usual default

@@ -24,6 +24,8 @@ between chunks is two flags: at the start of a line, and a CR held back because 
 LF that may complete it is in the next chunk.
 """
 
+from .commands import END_OF_DATA
+
 
 class PartialLine(Exception):
     """The message does not end with a line end."""
@@ -65,7 +67,7 @@ class Encoder:
             tail = self._lines(b"\n")
         if not self.at_line_start:
             raise PartialLine()
-        return tail + b".\r\n"
+        return tail + END_OF_DATA
 
 
 def encode(message):

@@ -90,11 +90,7 @@ class Transaction:
     def _rcpt_reply(self, reply):
         if reply.ok:
             self.accepted += 1
-            self._reports.append((failures.RCPT_OK, b""))
-        else:
-            letter = failures.RCPT_PERM if failures.letter_for(reply) == failures.D else failures.RCPT_TEMP
-            self._reports.append((letter, b"%s does not like recipient.\n%s" % (
-                self.ip, failures.remote_said(reply))))
+        self._reports.append(failures.recipient_report(self.ip, reply))
         self.replied += 1
         if self.replied < len(self.recipients):
             return b"" if self.pipelining else commands.rcpt(self.recipients[self.replied])
@@ -111,9 +107,6 @@ class Transaction:
         """The bytes holding the final dot are about to be written."""
         self.phase = AFTER_DOT
 
-    def died(self, why=b""):
-        """What a lost connection (or a timeout) means now."""
-        return failures.ConnectionDied(self.ip, duplicate=self.phase == AFTER_DOT, why=why)
-
-    def accepted_text(self):
-        return b"%s accepted message.\n%s" % (self.ip, failures.remote_said(self.success))
+    def died(self, why=b"", too_long=False):
+        """What a lost connection (or a timeout, or an endless reply) means now."""
+        return failures.ConnectionDied(self.ip, duplicate=self.phase == AFTER_DOT, why=why, too_long=too_long)

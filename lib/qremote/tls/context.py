@@ -1,9 +1,9 @@
 """The client SSL context from tlsc-io's options, why a handshake failed, and what it taught.
 
 Rules of this module:
-1. A failure is a TLSFailure(kind, text): kind is one of KINDS, text one line of
-   printable ASCII; the two make TLSC_FAILURE ("KIND: TEXT", at most 300 characters).
-2. The environment handed to PROG uses s6-tlsc's names and formats:
+1. A failure is a TLSFailure(kind, text): kind is one of tlsc.KINDS; the two make
+   TLSC_FAILURE (tlsc.failure_line: the format is the contract's, not ours).
+2. The environment handed to PROG uses s6-tlsc's names (tlsc.SSL_VARIABLES) and formats:
    SSL_PEER_CERT_HASH is "SHA256:" and the hex SHA-256 of the DER certificate,
    SSL_PEER_CERT_SUBJECT is "C=.., ST=.., L=.., O=.., OU=.., CN=.." (the parts present,
    in that order, with ',', '=', '+', '<', '>', '#', '\\' and newline escaped by '\\').
@@ -13,11 +13,8 @@ import os
 
 import _ssl
 
-KINDS = ("local", "timeout", "closed", "verify", "name", "handshake")
-SSL_VARIABLES = (b"SSL_PROTOCOL", b"SSL_CIPHER", b"SSL_TLS_SNI_SERVERNAME", b"SSL_PEER_CERT_HASH",
-                 b"SSL_PEER_CERT_SUBJECT", b"SSL_PEER_VERIFIED")
-FAILURE_VARIABLE = b"TLSC_FAILURE"
-MAX_FAILURE = 300
+from ..tlsc import bounded, failure_line
+
 _NAME_MISMATCHES = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
 SSLError = _ssl.SSLError
@@ -30,9 +27,7 @@ class TLSFailure(Exception):
         self.text = text
 
     def line(self):
-        """TLSC_FAILURE's value: one printable ASCII line, bounded."""
-        text = "".join(c if " " <= c <= "~" else "?" for c in "%s: %s" % (self.kind, self.text))
-        return text[:MAX_FAILURE].encode("ascii")
+        return failure_line(self.kind, self.text)
 
 
 def _say(path):
@@ -49,7 +44,7 @@ def reason(error):
 
 
 def build(options):
-    """A client _SSLContext for options (tlsargv.TlscOptions); TLSFailure("local") when a file is unusable."""
+    """A client _SSLContext for options (tlsc.TlscOptions); TLSFailure("local") when a file is unusable."""
     context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
     # a relay cannot follow a renegotiation's interleaving sanely, and SMTP never needs one
     context.options |= _ssl.OP_NO_RENEGOTIATION
@@ -89,11 +84,6 @@ def _load_anchors(context, path):
         raise TLSFailure("local", "unable to read trust anchors %s: %s" % (shown, reason(error))) from None
 
 
-def wrap(context, incoming, outgoing, name):
-    """The client SSL object over two memory BIOs, sending NAME as SNI (None: no SNI)."""
-    return context._wrap_bio(incoming, outgoing, False, name)
-
-
 def failure_from(error):
     """TLSFailure for an exception raised by do_handshake()."""
     if isinstance(error, _ssl.SSLCertVerificationError):
@@ -111,7 +101,8 @@ def failure_from(error):
 
 def is_address(name):
     """An IP address given as NAME: verified as such (iPAddress), and never sent as SNI (RFC 6066)."""
-    return ":" in name or name.replace(".", "").isdigit()
+    from ..candidates import normal_ip
+    return normal_ip(name) is not None
 
 
 def environment(sslobj, name, verified):
@@ -134,6 +125,9 @@ def environment(sslobj, name, verified):
         chain = sslobj.get_unverified_chain() or ()
         if chain:
             env[b"SSL_PEER_CERT_SUBJECT"] = subject_text(chain[0].get_info().get("subject", ()))
+    for variable, value in env.items():
+        if value is not None:
+            env[variable] = bounded(value)
     return env
 
 

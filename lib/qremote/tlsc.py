@@ -1,4 +1,7 @@
-"""tlsc-io's argv, built (by qmail-remote) and parsed (by tlsc-io) here.
+"""The contract between tlsc-io and the programs around it, in one place: its argv
+(built by qmail-remote, parsed by tlsc-io), its exit codes, the failure kinds and
+the TLSC_FAILURE format with its one parser, the SSL_* names it exports, and the
+OpenSSL variables no program of the chain lets through.
 
 tlsc-io [options] -- [FAILURE-CONTINUATION...] PROG [ARGS...]
   -k, --name=NAME                 server name: SNI, and the name the certificate must match with -v
@@ -7,10 +10,13 @@ tlsc-io [options] -- [FAILURE-CONTINUATION...] PROG [ARGS...]
   -c, --cert=FILE                 client certificate chain (PEM), presented when the server asks
   -y, --key=FILE                  its private key (PEM; default: in the -c file)
   -v, --verify                    require a certificate that verifies and matches NAME
-  -t, --handshake-timeout=SECONDS bound on the whole handshake (60; 0 = none)
-  -T, --timeout=SECONDS           relay: give up after this long with no byte moving (1200; 0 = never)
+  -t, --handshake-timeout=SECONDS bound on the whole handshake (60; at least 1)
+  -T, --timeout=SECONDS           relay: give up after this long with no byte moving (1200; at least 1)
   -6, --fdr=FD, -7, --fdw=FD      the connection (6 and 7)
   -F, --on-failure=N              the first N words after "--" are the failure continuation
+  -R, --report                    in a delivery: when neither PROG nor the continuation can
+                                  run (or the command line is wrong), write a qmail Z report
+                                  on fd 1 and exit 0, instead of a message on fd 2 and 100/111
 
 The interface is fixed in doc/tlsc-io.html. Only cheap imports here: qmail-remote
 imports this module in every delivery that may use TLS.
@@ -22,7 +28,77 @@ from .options import BadOption, scan
 
 PROGRAM = "tlsc-io"
 USAGE = ("tlsc-io [-k name] [-a anchors] [-c cert] [-y key] [-v] [-t handshake-timeout]"
-         " [-T timeout] [-6 fdr] [-7 fdw] [-F n] -- [continuation...] prog...")
+         " [-T timeout] [-6 fdr] [-7 fdw] [-F n] [-R] -- [continuation...] prog...")
+USAGE_EXIT, FATAL_EXIT = 100, 111
+
+# --- what tlsc-io hands on ---
+#
+# On success PROG gets these (s6-tlsc's names; tls/context.py computes the values).
+# On a failed handshake the continuation gets FAILURE_VARIABLE = "KIND: TEXT", one
+# printable ASCII line of at most MAX_FAILURE bytes, KIND one of KINDS:
+#   verify, name    the certificate did not verify / does not match the name
+#   timeout, closed the handshake timed out / the server closed the connection
+#   handshake       any other handshake error (protocol, OpenSSL, a bug of tlsc-io)
+#   local           a file named on the command line cannot be used: the same for
+#                   every server, so qmail-remote defers the delivery
+SSL_VARIABLES = (b"SSL_PROTOCOL", b"SSL_CIPHER", b"SSL_TLS_SNI_SERVERNAME", b"SSL_PEER_CERT_HASH",
+                 b"SSL_PEER_CERT_SUBJECT", b"SSL_PEER_VERIFIED")
+FAILURE_VARIABLE = b"TLSC_FAILURE"
+KINDS = ("verify", "name", "timeout", "closed", "handshake", "local")
+MAX_FAILURE = 300
+# A value for the environment is bounded: one string over 128 KiB (MAX_ARG_STRLEN)
+# makes execve() fail with E2BIG, and a certificate subject is the server's to choose.
+MAX_ENV_VALUE = 4096
+
+# OpenSSL reads these from the environment when it starts: a MinProtocol in an
+# OPENSSL_CONF inherited from qmail-rspawn turned TLS into cleartext. TLS depends on
+# control files only, so no program of the chain passes them on, and tlsc-io drops
+# them before loading OpenSSL.
+OPENSSL_VARIABLES = (b"SSL_CERT_FILE", b"SSL_CERT_DIR", b"SSLKEYLOGFILE", b"CTLOG_FILE")
+
+
+def openssl_variable(name):
+    """name (bytes) is read by OpenSSL (or Python's ssl) and must not steer TLS."""
+    return name.startswith(b"OPENSSL_") or name in OPENSSL_VARIABLES
+
+
+def failure_line(kind, text):
+    """FAILURE_VARIABLE's value for a failure of kind (one of KINDS) with text (str)."""
+    line = "".join(c if " " <= c <= "~" else "?" for c in "%s: %s" % (kind, text))
+    return line[:MAX_FAILURE].encode("ascii")
+
+
+def parse_failure(value):
+    """(kind, text) of FAILURE_VARIABLE's value (str); an unknown or missing kind is "handshake"."""
+    kind, sep, text = value.partition(": ")
+    if not sep or kind not in KINDS:
+        return "handshake", value[:MAX_FAILURE]
+    return kind, text[:MAX_FAILURE]
+
+
+def bounded(value):
+    """An environment value (bytes) cut to MAX_ENV_VALUE bytes."""
+    return value[:MAX_ENV_VALUE]
+
+
+def server_name(target):
+    """The name tlsc-io is given (-k) for target: SNI, and what the certificate must match.
+
+    The MX host name from DNS, the domain itself for an implicit MX, or the smtproutes
+    relay, without a final dot. For an IP literal (a literal domain, or a relay given
+    as an address) there is no name: the address itself is given, so that verification
+    (strictness 2) needs a certificate for that address (an iPAddress subjectAltName);
+    the ssl module sends no SNI for an address, as RFC 6066 wants. The same for a
+    name that is no valid host name.
+    """
+    from .candidates import parse_literal
+
+    name = target.name.rstrip(b".")
+    # a name DNS could only print escaped (a dot or an odd byte inside a label) is no
+    # host name OpenSSL would take: treat it as having none
+    if not name or b"\\" in name or parse_literal(name) is not None:
+        return target.ip.encode()
+    return name
 
 
 class Usage(Exception):
@@ -31,7 +107,7 @@ class Usage(Exception):
 
 class TlscOptions:
     __slots__ = ("name", "anchors", "cert", "key", "verify", "handshake_timeout", "timeout",
-                 "fdr", "fdw", "continuation", "prog")
+                 "fdr", "fdw", "continuation", "prog", "report")
 
     def __init__(self):
         self.name = None               # str (ASCII, IDNA-encoded when it was not)
@@ -44,6 +120,7 @@ class TlscOptions:
         self.fdr, self.fdw = 6, 7
         self.continuation = None       # list of bytes, or None without -F
         self.prog = []
+        self.report = False            # -R: failures end in a Z report on fd 1
 
 
 def _bytes(value):
@@ -51,7 +128,7 @@ def _bytes(value):
 
 
 def build_tlsc(path, name, anchors, cert, key, verify, handshake_timeout, relay_timeout,
-               continuation, prog, fdr=6, fdw=7):
+               continuation, prog, fdr=6, fdw=7, report=False):
     """tlsc-io's argv (a list of bytes).
 
     name, anchors, cert, key: str or bytes, or None to leave out; verify: bool;
@@ -70,6 +147,8 @@ def build_tlsc(path, name, anchors, cert, key, verify, handshake_timeout, relay_
         argv += [b"-y", _bytes(key)]
     if verify:
         argv.append(b"-v")
+    if report:
+        argv.append(b"-R")
     argv += [b"-t", b"%d" % handshake_timeout, b"-T", b"%d" % relay_timeout]
     if (fdr, fdw) != (6, 7):
         argv += [b"-6", b"%d" % fdr, b"-7", b"%d" % fdw]
@@ -85,7 +164,18 @@ _VALUED = {"-k": "name", "--name": "name", "-a": "anchors", "--anchors": "anchor
            "-T": "timeout", "--timeout": "timeout", "-6": "fdr", "--fdr": "fdr",
            "-7": "fdw", "--fdw": "fdw", "-F": "continuation", "--on-failure": "continuation"}
 _NUMERIC = ("handshake_timeout", "timeout", "fdr", "fdw", "continuation")
-_FLAGS = {"-v": "verify", "--verify": "verify"}
+_FLAGS = {"-v": "verify", "--verify": "verify", "-R": "report", "--report": "report"}
+
+
+def wants_report(argv):
+    """-R among the options (before "--"), for a command line too broken to parse."""
+    for word in argv[1:]:
+        word = _bytes(word)
+        if word == b"--":
+            return False
+        if word in (b"-R", b"--report"):
+            return True
+    return False
 
 
 def parse_tlsc(argv):
@@ -113,6 +203,8 @@ def parse_tlsc(argv):
         raise Usage(USAGE)
     if options.key is not None and options.cert is None:
         raise Usage("-y needs -c")
+    if options.handshake_timeout < 1 or options.timeout < 1:
+        raise Usage("-t and -T need at least 1 second: a network wait is always bounded")
     if options.verify and options.name is None:
         raise Usage("-v needs -k: a certificate is verified against a name")
     options.prog = rest

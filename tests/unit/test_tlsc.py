@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qremote import tlsargv
+from qremote import tlsc
 from qremote.tls.context import TLSFailure, subject_text
-from qremote.tlsargv import Usage, build_tlsc, parse_tlsc
+from qremote.tlsc import Usage, build_tlsc, parse_tlsc
 
 QMAILREMOTE = [b"/var/qmail/bin/qmail-remote", b"--qremote-resume=0;;;", b"example.org", b"a@b", b"c@d"]
 IO = [b"/var/qmail/bin/qmail-remote-io", b"-t", b"1200", b"-h", b"me.example", b"--", b"192.0.2.1", b"a@b", b"c@d"]
@@ -29,8 +29,8 @@ def test_build_as_qmail_remote_uses_it():
 
 
 def test_build_leaves_out_what_is_not_given():
-    argv = build_tlsc(b"tlsc-io", None, None, None, None, False, 5, 0, None, [b"cat"])
-    assert argv == [b"tlsc-io", b"-t", b"5", b"-T", b"0", b"--", b"cat"]
+    argv = build_tlsc(b"tlsc-io", None, None, None, None, False, 5, 1, None, [b"cat"])
+    assert argv == [b"tlsc-io", b"-t", b"5", b"-T", b"1", b"--", b"cat"]
     options = parse_tlsc(argv)
     assert options.name is None and options.anchors is None and options.continuation is None
     assert not options.verify and options.prog == [b"cat"]
@@ -71,6 +71,9 @@ def test_server_name_forms():
     (["t", "-k", "", "p"], "-k needs a host name"),
     (["t", "-k", "a..b", "p"], "-k needs a host name"),
     (["t", "-a", "", "p"], "option -a needs a value"),
+    # 0 is no bound on a network wait (a server could hold the delivery forever)
+    (["t", "-t", "0", "p"], "at least 1 second"),
+    (["t", "-T", "0", "p"], "at least 1 second"),
 ])
 def test_usage_errors(argv, why):
     with pytest.raises(Usage) as caught:
@@ -83,7 +86,7 @@ words = st.lists(st.binary(min_size=1).filter(lambda w: b"\0" not in w), min_siz
 
 @given(prog=words, continuation=st.one_of(st.none(), words),
        anchors=st.one_of(st.none(), st.binary(min_size=1).filter(lambda w: b"\0" not in w)),
-       timeouts=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), verify=st.booleans())
+       timeouts=st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)), verify=st.booleans())
 def test_any_command_line_round_trips(prog, continuation, anchors, timeouts, verify):
     """Whatever the words (even ones that look like options), PROG and the continuation come back whole."""
     argv = build_tlsc("tlsc-io", "mx.test", anchors, None, None, verify, timeouts[0], timeouts[1], continuation, prog)
@@ -108,11 +111,38 @@ def test_subject_text_as_s6_tlsc_writes_it():
 
 
 def test_module_is_cheap():
-    """qmail-remote imports tlsargv in every delivery: it must not drag the TLS stack in."""
-    assert "ssl" not in tlsargv.__dict__ and "_ssl" not in tlsargv.__dict__
+    """qmail-remote imports tlsc in every delivery: it must not drag the TLS stack in."""
+    assert "ssl" not in tlsc.__dict__ and "_ssl" not in tlsc.__dict__
 
 
 def test_addresses_are_told_from_names():
     from qremote.tls.context import is_address
     assert is_address("192.0.2.1") and is_address("2001:db8::1") and is_address("::ffff:192.0.2.1")
     assert not is_address("mx.example") and not is_address("1.example") and not is_address("xn--bcher-kva.example")
+
+
+def test_report_flag_round_trips_and_is_found_in_a_broken_command_line():
+    argv = build_tlsc("tlsc-io", "mx", None, None, None, False, 1, 2, ["qmail-remote"], ["p"], report=True)
+    assert parse_tlsc(argv).report
+    assert tlsc.wants_report([b"tlsc-io", b"-R", b"-x", b"--", b"p"])
+    assert not tlsc.wants_report([b"tlsc-io", b"--", b"-R"])  # a word of PROG, not an option
+
+
+@pytest.mark.parametrize("name,dropped", [(b"OPENSSL_CONF", True), (b"OPENSSL_MODULES", True),
+                                          (b"SSL_CERT_FILE", True), (b"SSL_CERT_DIR", True),
+                                          (b"SSLKEYLOGFILE", True), (b"PATH", False), (b"SSL_PROTOCOL", False)])
+def test_openssl_variables(name, dropped):
+    assert tlsc.openssl_variable(name) is dropped
+
+
+def test_failure_line_and_its_parser_agree():
+    for kind in tlsc.KINDS:
+        line = tlsc.failure_line(kind, "why \x01" + "x" * 400)
+        assert len(line) == tlsc.MAX_FAILURE and line.isascii()
+        assert tlsc.parse_failure(line.decode())[0] == kind
+    assert tlsc.parse_failure("injection: x") == ("handshake", "injection: x")
+
+
+def test_every_kind_has_a_report_text():
+    from qremote import failures
+    assert set(failures.TLS_KINDS) == set(tlsc.KINDS)
