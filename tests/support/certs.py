@@ -9,6 +9,7 @@ and on demand (each call writes a fresh pair; returns (certfile, keyfile)):
   server(*names)            signed by the trusted CA
   untrusted(*names)         signed by the other CA
   expired(*names)           signed by the trusted CA, valid until yesterday
+  odd_subject(*names, unit=) signed by the trusted CA, with that organizationalUnitName
   client(name)              a client certificate signed by the trusted CA
 The chain files hold the leaf then the CA, as a server sends them.
 """
@@ -67,6 +68,10 @@ class PKI:
         leaf = self._ca.issue_cert(*names, not_before=now - datetime.timedelta(days=30),
                                    not_after=now - datetime.timedelta(days=1))
         return self._write(leaf, "expired")
+
+    def odd_subject(self, *names, unit):
+        """Signed by the trusted CA, with organizationalUnitName `unit` (any length)."""
+        return self._write(self._ca.issue_cert(*names, organization_unit_name=unit), "odd")
 
     def client(self, name="client.test"):
         return self._write(self._ca.issue_cert(name), "client")
