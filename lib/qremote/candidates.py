@@ -1,6 +1,6 @@
 """Pure decisions about where to connect: IP literals, targets, the ipme/prefme rule.
 
-No DNS and no sockets here; dns.py produces MX answers, this module orders and
+No DNS and no sockets here; the resolver package produces MX answers, this module orders and
 filters them, connect.py tries them.
 """
 

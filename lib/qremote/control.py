@@ -98,7 +98,7 @@ class Controls:
         self.timeoutremote = timeoutremote
         self.timeoutconnect = timeoutconnect
         self.helohost = helohost
-        self.timeoutdns = timeoutdns  # seconds per DNS stage; 0: only dns.py's overall cap
+        self.timeoutdns = timeoutdns  # seconds per DNS stage; 0: only the resolver's overall cap
         self.outgoingip = outgoingip or {}  # family -> local source address (connect.race's sources)
 
     @classmethod

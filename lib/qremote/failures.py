@@ -338,7 +338,7 @@ class NoResolver(Failure):
         self.why = why
 
     def text(self):
-        # why is built by dns.py; a word from $DNSCACHEIP in it is quoted with repr()
+        # why is built by resolver/exchange.py; a word from $DNSCACHEIP in it is quoted with repr()
         return b"Unable to find a DNS server: %s. (#4.3.0)\n" % self.why.encode("ascii", "backslashreplace")
 
 

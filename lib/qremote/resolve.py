@@ -1,8 +1,8 @@
 """host (or its smtproutes route) -> the ordered list of Targets to try.
 
-IP literals need no DNS; everything else goes to dns.py, which is imported only
-here and only when a name must be looked up, so a delivery through an IP route
-never loads it; dns.py loads dnspython only to IDNA-encode a non-ASCII name.
+IP literals need no DNS; everything else goes to the resolver package, which is
+imported only here and only when a name must be looked up, so a delivery through an
+IP route never loads it.
 """
 
 from . import failures
@@ -16,13 +16,13 @@ def targets_for(host, route, timeoutdns=None):
         literal = parse_literal(route.relay)
         if literal is not None:
             return [Target(literal[0], literal[1], route.port, 0, route.relay)]
-        from . import dns
-        return dns.relay_targets(route.relay, route.port, timeoutdns)
+        from . import resolver
+        return resolver.relay_targets(route.relay, route.port, timeoutdns)
     literal = parse_literal(host)
     if literal is not None:
         return [Target(literal[0], literal[1], 25, 0, host)]
-    from . import dns
-    return dns.mx_targets(host, timeoutdns)
+    from . import resolver
+    return resolver.mx_targets(host, timeoutdns)
 
 
 def require_some(targets):

@@ -1,7 +1,7 @@
 """DNS against real servers on loopback: the wire stub (tests/support/dnsserver.py) for
 scripted misbehaviour, and Debian's dnsmasq for at least one real-server path.
 
-Two levels: qremote.dns called in this process with the server as its only nameserver
+Two levels: qremote.resolver called in this process with the server as its only nameserver
 (fast, every corner), and the installed qmail-remote with DNSCACHEIP=127.0.0.1@PORT
 delivering to scripted SMTP servers. MX targets are reached on port 25, so those
 tests need root (skipped otherwise); each MX host gets its own loopback address in
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from qremote import dns as qdns
+from qremote.resolver import exchange, mx
 from qremote import failures
 from tests.support.dnsserver import DNSServer
 from tests.support.net import needs_ipv6, needs_root
@@ -36,9 +36,9 @@ def stub():
 
 
 def lookup(server, host, timeoutdns=0):
-    """qremote.dns.mx_targets against server: [(ip, pref, name)] or (letter, text)."""
+    """qremote.resolver.mx_targets against server: [(ip, pref, name)] or (letter, text)."""
     try:
-        targets = qdns.mx_targets(host.encode(), timeoutdns, qdns.nameservers({"DNSCACHEIP": server.address()}))
+        targets = mx.mx_targets(host.encode(), timeoutdns, exchange.nameservers({"DNSCACHEIP": server.address()}))
     except failures.Failure as failure:
         return failure.letter, failure.text()
     return [(t.ip, t.pref, t.name.decode()) for t in targets]
@@ -149,9 +149,9 @@ def test_no_server_listening_defers_at_once():
     refusing.bind(("127.0.0.1", 0))
     port = refusing.getsockname()[1]
     refusing.close()
-    servers = qdns.nameservers({"DNSCACHEIP": "127.0.0.1@%d" % port})
+    servers = exchange.nameservers({"DNSCACHEIP": "127.0.0.1@%d" % port})
     with pytest.raises(failures.DnsSoft):
-        qdns.mx_targets(b"example.test", 30, servers)
+        mx.mx_targets(b"example.test", 30, servers)
 
 
 def test_the_next_nameserver_is_asked_when_one_is_dead(stub):
@@ -159,8 +159,8 @@ def test_the_next_nameserver_is_asked_when_one_is_dead(stub):
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dead.bind(("127.0.0.1", 0))  # bound, never read: silent
     try:
-        servers = qdns.nameservers({"DNSCACHEIP": "127.0.0.1@%d %s" % (dead.getsockname()[1], stub.address())})
-        targets = qdns.mx_targets(b"example.test", 10, servers)
+        servers = exchange.nameservers({"DNSCACHEIP": "127.0.0.1@%d %s" % (dead.getsockname()[1], stub.address())})
+        targets = mx.mx_targets(b"example.test", 10, servers)
         assert [t.ip for t in targets] == ["127.0.53.9"]
     finally:
         dead.close()
@@ -185,8 +185,8 @@ def test_servfail_from_one_server_asks_the_next_at_once(stub):
     failing = DNSServer()
     try:
         failing.behave("example.test", "servfail").behave("a.mx.test", "servfail")
-        servers = qdns.nameservers({"DNSCACHEIP": "%s %s" % (failing.address(), stub.address())})
-        targets = qdns.mx_targets(b"example.test", 30, servers)
+        servers = exchange.nameservers({"DNSCACHEIP": "%s %s" % (failing.address(), stub.address())})
+        targets = mx.mx_targets(b"example.test", 30, servers)
         assert [t.ip for t in targets] == ["192.0.2.1"]
         assert failing.asked("example.test", "MX") and stub.asked("example.test", "MX")
     finally:
@@ -200,14 +200,14 @@ def test_nameserver_on_ipv6():
         server.add("example.test", "MX", "10 a.mx.test.").add("a.mx.test", "AAAA", "2001:db8::7")
         assert server.address().startswith("::1@")
         assert lookup(server, "example.test") == [("2001:db8::7", 10, "a.mx.test")]
-        servers = qdns.nameservers({"DNSCACHEIP": "[::1]@%d" % server.port})
-        assert [t.ip for t in qdns.mx_targets(b"example.test", 5, servers)] == ["2001:db8::7"]
+        servers = exchange.nameservers({"DNSCACHEIP": "[::1]@%d" % server.port})
+        assert [t.ip for t in mx.mx_targets(b"example.test", 5, servers)] == ["2001:db8::7"]
     finally:
         server.stop()
 
 
 def test_timeoutdns_0_has_an_overall_cap(stub, monkeypatch):
-    monkeypatch.setattr(qdns, "OVERALL_CAP", 1.5)
+    monkeypatch.setattr(exchange, "OVERALL_CAP", 1.5)
     stub.add("example.test", "MX", "10 a.mx.test.").behave("a.mx.test", "silent")
     stub.delay = 0.5  # the MX stage eats part of the cap; the address stage gets the rest
     start = time.monotonic()
@@ -237,11 +237,11 @@ def test_targets_that_all_fail(stub):
 
 def test_relay_is_resolved_by_a_and_aaaa_only(stub):
     stub.add("relay.test", "MX", "10 elsewhere.test.").add("relay.test", "A", "192.0.2.25")
-    targets = qdns.relay_targets(b"relay.test", 2525, 0, qdns.nameservers({"DNSCACHEIP": stub.address()}))
+    targets = mx.relay_targets(b"relay.test", 2525, 0, exchange.nameservers({"DNSCACHEIP": stub.address()}))
     assert [(t.ip, t.port, t.pref) for t in targets] == [("192.0.2.25", 2525, 0)]
     assert sorted(q[1] for q in stub.asked()) == ["A", "AAAA"]
     with pytest.raises(failures.DnsHard) as caught:
-        qdns.relay_targets(b"gone.test", 25, 0, qdns.nameservers({"DNSCACHEIP": stub.address()}))
+        mx.relay_targets(b"gone.test", 25, 0, exchange.nameservers({"DNSCACHEIP": stub.address()}))
     assert caught.value.text() == b"Sorry, I couldn't find any host named gone.test. (#5.1.2)\n"
 
 
@@ -528,7 +528,7 @@ def test_ip_literal_delivery_never_imports_dnspython(home, server, tmp_path):
     home.route("example.org:[127.0.0.1]:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org")
     assert "qremote.programs.qmail_remote" in modules
-    assert not dnspython_modules(modules) and "qremote.dns" not in modules
+    assert not dnspython_modules(modules) and "qremote.resolver" not in modules
 
 
 def test_ascii_name_lookup_never_imports_dnspython_an_idn_does(home, server, stub, tmp_path):
@@ -537,7 +537,7 @@ def test_ascii_name_lookup_never_imports_dnspython_an_idn_does(home, server, stu
     stub.add("relay.test", "A", "127.0.0.1")
     home.route("example.org:relay.test:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
-    assert "qremote.dns" in modules and not dnspython_modules(modules)
+    assert "qremote.resolver" in modules and not dnspython_modules(modules)
     assert stub.asked("relay.test", "A")
     # the control: a relay whose name is not ASCII is looked up by its A-labels, which
     # dnspython's name module (and only that part of it) computed
@@ -556,7 +556,7 @@ def test_ascii_mx_delivery_never_imports_dnspython(home, server, stub, tmp_path)
     stub.add("example.test", "MX", "10 mx.example.test.").add("mx.example.test", "A", MX2)
     smtp25(server, MX2)
     modules = modules_at_exec(home, tmp_path, "example.test", MX2, DNSCACHEIP=stub.address())
-    assert "qremote.dns" in modules and not dnspython_modules(modules)
+    assert "qremote.resolver" in modules and not dnspython_modules(modules)
     assert stub.asked("example.test", "MX") and stub.asked("mx.example.test", "A")
 
 
