@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from qremote.resolver import exchange, mx
+from qremote.resolver import codec, exchange, mx
 from qremote import failures
 from tests.support.dnsserver import DNSServer
 from tests.support.net import needs_ipv6, needs_root
@@ -191,6 +191,67 @@ def test_servfail_from_one_server_asks_the_next_at_once(stub):
         assert failing.asked("example.test", "MX") and stub.asked("example.test", "MX")
     finally:
         failing.stop()
+
+
+@pytest.mark.parametrize("behaviour", ["servfail-bare", "refused-bare", "formerr-bare", "notimp-bare"])
+def test_error_reply_without_question_fails_that_server_at_once(stub, behaviour):
+    # an error reply with our id but no question section is that server's answer, not
+    # junk: one server, it is asked once and the stage fails (not retried until the
+    # deadline); two servers, the second is asked at once, well inside a 1 s stage (the
+    # first retransmission would only go at the deadline)
+    stub.add("example.test", "MX", "10 a.mx.test.").behave("example.test", behaviour)
+    stub.add("a.mx.test", "A", "192.0.2.1")
+    assert lookup(stub, "example.test", timeoutdns=3) == (failures.Z, SOFT_TEXT[1:-1])
+    assert len(stub.asked("example.test", "MX")) == 1
+    good = DNSServer()
+    try:
+        good.add("example.test", "MX", "10 a.mx.test.").add("a.mx.test", "A", "192.0.2.1")
+        servers = exchange.nameservers({"DNSCACHEIP": "%s %s" % (stub.address(), good.address())})
+        assert [t.ip for t in mx.mx_targets(b"example.test", 1, servers)] == ["192.0.2.1"]
+    finally:
+        good.stop()
+
+
+def test_truncated_then_stalled_tcp_does_not_block_the_other_servers(stub):
+    # the first server says TC and then never answers over TCP: the second is asked over
+    # UDP on the usual retry schedule meanwhile, and its answer wins
+    stub.behave("example.test", "truncate-stall").behave("a.mx.test", "truncate-stall")
+    good = DNSServer()
+    try:
+        good.add("example.test", "MX", "10 a.mx.test.").add("a.mx.test", "A", "192.0.2.1")
+        servers = exchange.nameservers({"DNSCACHEIP": "%s %s" % (stub.address(), good.address())})
+        assert [t.ip for t in mx.mx_targets(b"example.test", 4, servers)] == ["192.0.2.1"]
+        assert stub.asked("example.test", "MX", "tcp") and good.asked("example.test", "MX", "udp")
+    finally:
+        good.stop()
+
+
+def cname_chain(stub, first, links, last_records):
+    """first -> c1.test -> ... -> (links links) whose end holds last_records [(type, value)]."""
+    names = [first] + ["c%d.chain.test" % i for i in range(1, links + 1)]
+    for owner, target in zip(names, names[1:]):
+        stub.add(owner, "CNAME", target + ".")
+    for rdtype, value in last_records:
+        stub.add(names[-1], rdtype, value)
+
+
+def test_cname_chains_up_to_16_links_are_followed(stub):
+    # stock delivers through a 9-link chain: so do we, up to MAX_CNAME (16) links
+    cname_chain(stub, "example.test", 9, [("MX", "10 mx.test.")])
+    stub.add("mx.test", "A", "192.0.2.9")
+    assert lookup(stub, "example.test") == [("192.0.2.9", 10, "mx.test")]
+    assert codec.MAX_CNAME >= 16
+    cname_chain(stub, "sixteen.test", 16, [("A", "192.0.2.16")])
+    assert lookup(stub, "sixteen.test") == [("192.0.2.16", 0, "sixteen.test")]
+
+
+def test_a_longer_cname_chain_defers_never_bounces(stub):
+    cname_chain(stub, "example.test", 17, [("MX", "10 mx.test.")])
+    stub.add("mx.test", "A", "192.0.2.9")
+    assert lookup(stub, "example.test") == (failures.Z, SOFT_TEXT[1:-1])
+    stub.add("mx2.test", "MX", "10 far.test.")
+    cname_chain(stub, "far.test", 17, [("A", "192.0.2.17")])
+    assert lookup(stub, "mx2.test") == (failures.Z, SOFT_TEXT[1:-1])
 
 
 @needs_ipv6

@@ -137,7 +137,16 @@ def test_read_mx_a_aaaa_and_a_cname_chain():
 def test_cname_loop_is_bounded():
     records = [(N("a.test"), codec.TYPE_CNAME, N("b.test")), (N("b.test"), codec.TYPE_CNAME, N("a.test")),
                (N("a.test"), codec.TYPE_A, "192.0.2.1")]
-    assert codec.chain_end(N("a.test"), records) in (N("a.test"), N("b.test"))  # it returns at all
+    assert codec.chain_end(N("a.test"), records) is None  # it returns, and says "unusable"
+    assert codec.records_for(N("a.test"), codec.TYPE_A, records) is None
+
+
+def test_cname_chain_of_max_links_is_followed_one_more_is_not():
+    names = [N("c%d.test" % i) for i in range(codec.MAX_CNAME + 2)]
+    records = [(a, codec.TYPE_CNAME, b) for a, b in zip(names, names[1:])]
+    assert codec.MAX_CNAME >= 16
+    assert codec.chain_end(names[1], records) == names[-1]  # MAX_CNAME links
+    assert codec.chain_end(names[0], records) is None        # one more
 
 
 def test_read_rcodes_and_truncation():

@@ -39,13 +39,18 @@ Rules of this package:
    that refuses the port (ICMP, seen on the connected socket) is dead for the rest
    of the stage; SERVFAIL, REFUSED, another error rcode or a malformed answer fail
    that server for that query only, and the next server is asked at once; when
-   no server is left the query is a soft failure. A truncated answer (TC) is
-   asked again over TCP from the server that sent it; a TCP answer that is
-   truncated too fails that server.
+   no server is left the query is a soft failure. An error reply (FORMERR,
+   SERVFAIL, NOTIMP, REFUSED) with our id but no question section, on the server's
+   connected socket, is that server's answer too: it fails that server for that
+   query. A truncated answer (TC) is asked again over TCP from the server that sent
+   it (one TCP exchange at a time per query; another server's TC waits its turn);
+   meanwhile the other servers go on being asked over UDP on the usual schedule, and
+   the first good answer, UDP or TCP, wins, so a server that stalls over TCP blocks
+   nothing. A TCP answer that is truncated too fails that server.
 5. An answer counts only if it comes from the server's address and port (the
    sockets are connected), has our random query id, is a response to a standard
-   query, and repeats our question exactly (case-insensitively). Anything else is
-   junk and ignored: a stray or forged packet cannot end a query. An answer that
+   query, and repeats our question exactly (case-insensitively), or is an error
+   reply without a question section (rule 4). Anything else is junk and ignored: a stray or forged packet cannot end a query. An answer that
    passes these checks but cannot be parsed is a malformed answer (rule 4).
 6. Results: NOERROR gives records (none: NODATA), NXDOMAIN is hard, the rest soft.
    MX: NXDOMAIN -> DnsHard(host); soft -> DnsSoft; a single MX whose target is the
@@ -58,8 +63,9 @@ Rules of this package:
    otherwise -> NoAddress (D #5.4.4). The host itself (implicit MX) or a relay
    without any address: soft -> DnsSoft, else DnsHard(name), as stock.
 7. CNAME: the recipient domain is never rewritten (RFC 5321 section 5.1, notqmail's
-   choice); a CNAME chain inside an answer is followed (at most MAX_CNAME links)
-   and the records of the chain's end are used, which is what a recursive resolver
+   choice); a CNAME chain inside an answer is followed (at most MAX_CNAME, 16,
+   links: stock follows longer ones than 8) and the records of the chain's end are
+   used; a longer chain (or a loop) is a soft failure, never a bounce, which is what a recursive resolver
    gives (stock takes every record of the asked type, whoever owns it). Records
    owned by other names are ignored. No follow-up query is made for a chain the
    server did not complete: it counts as NODATA.

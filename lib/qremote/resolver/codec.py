@@ -10,7 +10,7 @@ import os
 from ..candidates import AF_INET, AF_INET6
 
 MAX_RECORDS = 200     # answer records read from one answer
-MAX_CNAME = 8         # CNAME links followed inside one answer
+MAX_CNAME = 16        # CNAME links followed inside one answer (stock follows 9 and more)
 MAX_LABEL = 63
 MAX_NAME = 255        # octets of a name in wire form, the final zero included
 MAX_POINTERS = 16     # compression pointers followed in one name
@@ -18,6 +18,7 @@ MAX_POINTERS = 16     # compression pointers followed in one name
 TYPE_A, TYPE_CNAME, TYPE_MX, TYPE_AAAA = 1, 5, 15, 28
 CLASS_IN = 1
 RCODE_NOERROR, RCODE_NXDOMAIN = 0, 3
+ERROR_RCODES = (1, 2, 4, 5)  # FORMERR, SERVFAIL, NOTIMP, REFUSED: the server failed the query
 
 
 # --- the wire: names (pure) -----------------------------------------------------------------
@@ -164,6 +165,14 @@ class Question:
                 and packet[4:6] == b"\x00\x01"
                 and packet[12:end].lower() == self.section.lower())
 
+    def bare_error(self, packet):
+        """Is packet an error reply to our id with no question section (FORMERR, SERVFAIL,
+        NOTIMP, REFUSED)? Some servers answer so; it is that server's answer, not junk."""
+        return (len(packet) >= 12 and packet[:2] == self.wire[:2]
+                and packet[2] & 0xF8 == 0x80
+                and packet[4:6] == b"\x00\x00"
+                and packet[3] & 0x0F in ERROR_RCODES)
+
     def read(self, packet):
         """The Answer in packet (which matches()); Malformed when it cannot be parsed."""
         rcode = packet[3] & 0x0F
@@ -208,21 +217,30 @@ def _rdata(packet, rdtype, start, end):
     return int.from_bytes(packet[start:start + 2], "big"), exchange
 
 
+def _alias_of(name, records):
+    for owner, rdtype, value in records:
+        if rdtype == TYPE_CNAME and owner == name:
+            return value
+    return None
+
+
 def chain_end(name, records):
-    """Where name's CNAME chain in records ends (name itself when there is none)."""
+    """Where name's CNAME chain in records ends (name itself when there is none), or None
+    when it goes on past MAX_CNAME links (a loop does too): no answer we can use."""
     for _ in range(MAX_CNAME):
-        for owner, rdtype, value in records:
-            if rdtype == TYPE_CNAME and owner == name:
-                name = value
-                break
-        else:
-            break
-    return name
+        alias = _alias_of(name, records)
+        if alias is None:
+            return name
+        name = alias
+    return None if _alias_of(name, records) is not None else name
 
 
 def records_for(name, rdtype, records):
-    """The values of rdtype owned by the end of name's CNAME chain, in answer order."""
+    """The values of rdtype owned by the end of name's CNAME chain, in answer order;
+    None when the chain is too long (rule 7)."""
     owner = chain_end(name, records)
+    if owner is None:
+        return None
     return [value for who, kind, value in records if kind == rdtype and who == owner]
 
 

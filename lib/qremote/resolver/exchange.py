@@ -119,7 +119,7 @@ class Result:
 class _Query:
     """One question's progress through a stage."""
 
-    __slots__ = ("question", "result", "sent", "next_send", "failed", "tcp", "tcp_server",
+    __slots__ = ("question", "result", "sent", "next_send", "failed", "truncating", "tcp", "tcp_server",
                  "tcp_out", "tcp_in")
 
     def __init__(self, question):
@@ -128,7 +128,8 @@ class _Query:
         self.sent = 0             # UDP transmissions so far: picks the next server and the wait
         self.next_send = 0.0
         self.failed = set()       # servers that gave this query no usable answer
-        self.tcp = None           # the TCP socket after a truncated answer
+        self.truncating = []      # servers that said TC over UDP, to ask over TCP in turn
+        self.tcp = None           # the TCP socket to truncating[0]: asked while UDP goes on
         self.tcp_server = None
         self.tcp_out = b""
         self.tcp_in = bytearray()
@@ -173,9 +174,9 @@ class Stage:
                         self._finish(query, Result(SOFT))  # timed out
                     break
                 for query in pending:
-                    if query.result is None and query.tcp is None and now >= query.next_send:
+                    if query.result is None and now >= query.next_send:
                         self._send(query, now)
-                waiting = [q.next_send for q in self.queries if q.result is None and q.tcp is None]
+                waiting = [q.next_send for q in self.queries if q.result is None]
                 if any(when <= now for when in waiting) or all(q.result is not None for q in pending):
                     continue  # a server died while sending (ask the next now), or all are done
                 wake = min([self.deadline] + waiting)
@@ -199,12 +200,18 @@ class Stage:
 
     # --- UDP ---
     def _usable(self, query):
-        return [i for i in range(len(self.servers)) if i not in self.dead and i not in query.failed]
+        """The servers this query may still be sent to over UDP: not dead, not failed it,
+        not already known to truncate it (those are asked over TCP)."""
+        return [i for i in range(len(self.servers))
+                if i not in self.dead and i not in query.failed and i not in query.truncating]
 
     def _send(self, query, now):
         usable = self._usable(query)
         if not usable:
-            self._finish(query, Result(SOFT))
+            if query.tcp is None:
+                self._finish(query, Result(SOFT))
+            else:
+                query.next_send = self.deadline  # only the TCP exchange is left: wait for it
             return
         index = usable[query.sent % len(usable)]
         query.sent += 1
@@ -250,8 +257,12 @@ class Stage:
                 self._server_dead(index)
                 return
             query = self.by_ident.get(int.from_bytes(packet[:2], "big")) if len(packet) >= 2 else None
-            if query is not None and query.result is None and query.tcp is None and query.question.matches(packet):
+            if query is None or query.result is not None or index in query.truncating:
+                continue  # not ours, done, or the server already said TC (TCP is on it)
+            if query.question.matches(packet):
                 self._answered(query, index, packet, via_tcp=False)
+            elif query.question.bare_error(packet):
+                self._server_failed(query, index)  # the connected socket: it is that server's
 
     def _server_dead(self, index):
         self.dead.add(index)
@@ -260,7 +271,7 @@ class Stage:
             self._forget(sock)
         now = self.clock()
         for query in self.queries:
-            if query.result is None and query.tcp is None:
+            if query.result is None:
                 query.next_send = now  # ask another server now (or fail, if none is left)
 
     # --- answers ---
@@ -274,7 +285,11 @@ class Stage:
             if via_tcp:
                 self._server_failed(query, index)  # TCP has no excuse for truncation
             else:
-                self._start_tcp(query, index)
+                # asked again over TCP (one connection at a time per query); meanwhile the
+                # other servers go on being asked over UDP, so a stalled TCP blocks nothing
+                query.truncating.append(index)
+                if query.tcp is None:
+                    self._start_tcp(query, index)
         elif answer.rcode == RCODE_NOERROR:
             self._finish(query, Result(OK, answer.records))
         elif answer.rcode == RCODE_NXDOMAIN:
@@ -284,9 +299,15 @@ class Stage:
 
     def _server_failed(self, query, index):
         """This server gave no usable answer to this query: ask the next one now."""
-        self._close_tcp(query)
         query.failed.add(index)
         query.next_send = self.clock()
+        if index in query.truncating:
+            query.truncating.remove(index)
+        if query.tcp_server == index:  # its TCP exchange failed
+            self._close_tcp(query)
+            query.tcp_server = None
+            if query.truncating:  # another server said TC meanwhile: its turn over TCP
+                self._start_tcp(query, query.truncating[0])
 
     def _finish(self, query, result):
         query.result = result
@@ -294,6 +315,7 @@ class Stage:
 
     # --- TCP, after a truncated answer ---
     def _start_tcp(self, query, index):
+        query.tcp_server = index
         server = self.servers[index]
         try:
             sock = _socket.socket(server.family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
@@ -306,7 +328,7 @@ class Stage:
             self._server_failed(query, index)
             return
         wire = query.question.wire
-        query.tcp, query.tcp_server = sock, index
+        query.tcp = sock
         query.tcp_out, query.tcp_in = len(wire).to_bytes(2, "big") + wire, bytearray()
         self._own(sock, "tcp", query, select.POLLOUT)
 

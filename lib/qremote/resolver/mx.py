@@ -70,11 +70,13 @@ def share_addresses(ipv6, ipv4, limit=MAX_ADDRESSES):
 def addresses(name, result_a, result_aaaa):
     """(addresses [(ip, family)], soft) of a name from its A and AAAA Results.
 
-    soft: one of the two queries failed softly (NXDOMAIN and NODATA just give nothing).
+    soft: one of the two queries failed softly, or its CNAME chain was too long (NXDOMAIN
+    and NODATA just give nothing).
     """
     ipv4 = records_for(name, TYPE_A, result_a.records) if result_a.status == OK else []
     ipv6 = records_for(name, TYPE_AAAA, result_aaaa.records) if result_aaaa.status == OK else []
-    return share_addresses(ipv6, ipv4), SOFT in (result_a.status, result_aaaa.status)
+    soft = SOFT in (result_a.status, result_aaaa.status) or ipv4 is None or ipv6 is None
+    return share_addresses(ipv6 or [], ipv4 or []), soft
 
 
 def address_questions(names):
@@ -128,7 +130,10 @@ def mx_targets(host, timeoutdns=0, servers=None):
         raise failures.DnsSoft()
     if mx_result.status == NXDOMAIN:
         raise failures.DnsHard(host)
-    exchangers = order_mx(records_for(name, TYPE_MX, mx_result.records))
+    exchangers = records_for(name, TYPE_MX, mx_result.records)
+    if exchangers is None:  # a CNAME chain too long to follow: temporary, never a bounce
+        raise failures.DnsSoft()
+    exchangers = order_mx(exchangers)
     if not exchangers:  # implicit MX
         results = Stage(address_questions([name]), servers, deadlines.next_stage()).run()
         return one_name_targets(name, host, 25, results)
