@@ -25,8 +25,8 @@ of its own work, each figure the median of --runs, all against the stub with no 
   - a lookup in a fresh process (the installed interpreter, -I -S, the installed library):
     import qremote.resolver and resolve the domain, minus the same process doing nothing, so
     the figure is what the lookup adds to a delivery, imports included; for an ASCII
-    domain and for a non-ASCII one (the only case that imports dnspython, for IDNA);
-    each line says whether dnspython's `dns` package was loaded;
+    domain and for a non-ASCII one (the only case that imports the idna package);
+    each line says whether idna was loaded;
   - the lookup alone, warm, in this process (thread CPU time: the stub's threads are not
     counted).
 
@@ -122,12 +122,12 @@ def one_run(bindir, home, dns_server, message):
 GREETER = None
 
 # A fresh process resolving argv[1] (UTF-8) with qremote.resolver, as qmail-remote does; it
-# prints whether dnspython got imported. FLOOR is the same process without the lookup.
+# prints whether the idna package got imported. FLOOR is the same process without the lookup.
 FLOOR = "import sys; sys.path.insert(0, %r)"
 LOOKUP = FLOOR + """
 from qremote import resolver
 targets = resolver.mx_targets(sys.argv[1].encode(), 0)
-print(len(targets), "targets, dnspython", "yes" if "dns" in sys.modules else "no", end="")
+print(len(targets), "targets, idna", "yes" if "idna" in sys.modules else "no", end="")
 """
 
 

@@ -592,23 +592,29 @@ def test_ip_literal_delivery_never_imports_dnspython(home, server, tmp_path):
     assert not dnspython_modules(modules) and "qremote.resolver" not in modules
 
 
-def test_ascii_name_lookup_never_imports_dnspython_an_idn_does(home, server, stub, tmp_path):
+def test_ascii_name_lookup_never_imports_dnspython_nor_idna(home, server, stub, tmp_path):
     smtp = server()
-    # a relay given by an ASCII name: our resolver and name codec, no dnspython at all
+    # a relay given by an ASCII name: our resolver and name codec, no dnspython, no idna
     stub.add("relay.test", "A", "127.0.0.1")
     home.route("example.org:relay.test:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
-    assert "qremote.resolver" in modules and not dnspython_modules(modules)
+    assert "qremote.resolver" in modules and not dnspython_modules(modules) and "idna" not in modules
     assert stub.asked("relay.test", "A")
-    # the control: a relay whose name is not ASCII is looked up by its A-labels, which
-    # dnspython's name module (and only that part of it) computed
-    stub.add("xn--rlay-bpa.test", "A", "127.0.0.1")
-    path = home.control("smtproutes", ("example.org:r\u00e9lay.test:%d\n" % smtp.port).encode())  # UTF-8
+
+
+def test_idn_relay_is_asked_by_its_idna_2008_a_labels(home, server, stub, tmp_path):
+    # stra\u00dfe.test is xn--strae-oqa.test in IDNA 2008; IDNA 2003 (dnspython without
+    # the idna package, as package/install used to install it) asked for strasse.test,
+    # another domain: the mail would have gone there
+    smtp = server()
+    stub.add("xn--strae-oqa.test", "A", "127.0.0.1").add("strasse.test", "A", "127.0.0.2")
+    path = home.control("smtproutes", ("example.org:stra\u00dfe.test:%d\n" % smtp.port).encode())  # UTF-8
     os.utime(path, ns=(time.time_ns(), time.time_ns()))  # the routes cache compares the mtime
     modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
-    assert "dns.name" in modules
-    assert "dns.message" not in modules and "dns.resolver" not in modules
-    assert stub.asked("xn--rlay-bpa.test", "A") and stub.asked("xn--rlay-bpa.test", "AAAA")
+    assert stub.asked("xn--strae-oqa.test", "A") and stub.asked("xn--strae-oqa.test", "AAAA")
+    assert not stub.asked("strasse.test")
+    # the installed chain has the idna package, loaded for this name; dnspython not at all
+    assert "idna" in modules and not dnspython_modules(modules)
 
 
 @needs_root

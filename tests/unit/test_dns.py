@@ -16,7 +16,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from qremote import candidates, connect, control, failures, ipme
+from qremote import candidates, connect, control, failures, hostname, ipme
 from qremote.resolver import codec, exchange, mx
 from qremote.candidates import AF_INET, AF_INET6, Target
 
@@ -295,6 +295,24 @@ def test_query_name():
     for bad in (b"", b".", b"@", b"a..b", b"x" * 64 + b".test", b"\xff\xfe", "\u00fc..test".encode(),
                 "\u00fc\\.test".encode(), "\u00fc".encode() * 60 + b".test"):
         assert mx.query_name(bad) is None, bad
+
+
+@pytest.mark.parametrize("host, wire_name", [
+    ("stra\u00dfe.de", "xn--strae-oqa.de"),               # IDNA 2008 keeps sharp s (2003: strasse.de)
+    ("\u03c3\u03c2.test", "xn--3xab.test"),               # final sigma kept (2003: two sigmas)
+    ("\u0915\u094d\u200d\u0937.test", "xn--11b2ezcw70k.test"),  # ZWJ after a virama: CONTEXTJ allows it
+])
+def test_query_name_is_idna_2008(host, wire_name):
+    assert mx.query_name(host.encode()) == N(wire_name)
+    assert hostname.to_ascii(host) == wire_name
+
+
+def test_query_name_refuses_what_idna_2008_refuses():
+    assert mx.query_name("a\u200db.test".encode()) is None  # a ZWJ not after a virama (CONTEXTJ)
+    with pytest.raises(hostname.InvalidName) as caught:
+        hostname.to_ascii("a\u200db.test")
+    assert "not a valid internationalised host name" in str(caught.value)
+    assert hostname.to_ascii("mx.Example.test.") == "mx.Example.test."  # ASCII: as it is
 
 
 def test_order_mx_by_preference_keeping_best_of_duplicates():

@@ -15,16 +15,15 @@ Rules of this package:
 1. The whole wire is read and written here: the header, the question, A/AAAA/MX/CNAME
    rdata (int.from_bytes, inet_ntop), and domain names (Name: labels to wire, wire
    to labels with compression pointers, ASCII case-insensitive comparison, text).
-   dnspython is imported for one thing only, internationalised names: a host holding
-   a non-ASCII byte is read as UTF-8 and turned into its A-labels (xn--) by
-   dns.name, imported inside that branch (query_name), and the ASCII result goes
-   through our own encoder like any other host. So a delivery to an ASCII domain
-   never imports dnspython: `import dns.name` (dnspython 2.9) costs 85 to 130 ms
-   of CPU on the test machine (it pulls importlib.metadata, dataclasses, typing,
-   enum), and qmail-remote's whole work for a domain needing DNS (control files,
-   lookup, connect, greeting, EHLO) went from 112 ms to 27 ms of CPU without it
-   (tests/bench/bench_dns.py; doc/dns.html has the figures). Names read from
-   answers are never converted: A-labels stay A-labels.
+   dnspython is not used at all. A host holding a non-ASCII byte is read as UTF-8
+   and turned into its A-labels (xn--) by qremote.hostname (IDNA 2008 with UTS #46,
+   the `idna` package, imported only then: the same encoder as the TLS server
+   name's), and the ASCII result goes through our own encoder like any other host;
+   a name IDNA 2008 refuses is no host. Names read from answers are never
+   converted: A-labels stay A-labels. (Before: dnspython's dns.name did the IDNA,
+   2003 or 2008 depending on whether `idna` happened to be importable, and its
+   import cost 85 to 130 ms of CPU; idna costs about 20 ms; an ASCII name costs
+   neither: tests/bench/bench_dns.py, doc/dns.html.)
 2. Our own I/O, stub-resolver style: select.poll over _socket sockets, every query
    of a stage in flight at once. Stage 1 is the MX query; stage 2 the A and AAAA
    queries of every MX target together (or of the domain itself: implicit MX; or
@@ -86,7 +85,7 @@ Rules of this package:
    Z naming it), else the `nameserver` lines of /etc/resolv.conf
    (127.0.0.1 when there are none, as the C library does). At most MAX_SERVERS.
    Names are always absolute: no search list, as stock. /etc/hosts is not read.
-11. A host to look up (query_name), as dnspython read it before: split at dots, one
+11. A host to look up (query_name), as dnspython used to read it: split at dots, one
    final dot allowed, no empty label, labels of 1 to 63 octets, at most 255 octets
    in wire form, case kept as given; "", "." and "@" are the root, which is no host.
    A host holding a backslash is no host (it would be an escape in zone-file text).

@@ -7,7 +7,7 @@ exchange.py's.
 
 import os
 
-from .. import failures
+from .. import failures, hostname
 from ..candidates import AF_INET, AF_INET6, Target, parse_literal
 from .codec import TYPE_A, TYPE_AAAA, TYPE_MX, Question, fresh_ids, name_from_ascii, records_for
 from .exchange import NXDOMAIN, OK, SOFT, Deadlines, Stage, nameservers
@@ -21,24 +21,18 @@ MAX_ADDRESSES = 16    # addresses used per target, families shared fairly
 def query_name(host):
     """A host (bytes) as the Name to ask for, or None if it cannot be one (rule 11).
 
-    A non-ASCII host is UTF-8 to be turned into A-labels (IDNA): the one use of
-    dnspython (rule 1), imported here only.
+    A non-ASCII host is UTF-8 to be turned into A-labels by hostname.to_ascii (IDNA
+    2008), the same encoder as the TLS server name's (rule 1).
     """
     if host.isascii():
         return name_from_ascii(host)
     if b"\\" in host:
         return None
     try:
-        text = host.decode("utf-8")
-    except UnicodeDecodeError:
+        text = hostname.to_ascii(host.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError, hostname.InvalidName
         return None
-    import dns.exception
-    import dns.name
-    try:
-        labels = dns.name.from_text(text).labels
-    except (dns.exception.DNSException, ValueError):  # UnicodeError is a ValueError
-        return None
-    return name_from_ascii(b".".join(labels))  # absolute: ends with the root's b"", so a final dot
+    return name_from_ascii(text.encode("ascii"))
 
 
 def name_bytes(name):
