@@ -433,3 +433,25 @@ class Remembered(Failure):
 
     def text(self):
         return self.message
+
+
+# --- addresses that cannot be a mail server (resolver, resolve.py) ---
+
+class UnusableAddresses(Failure):
+    """Every address found is one no mail server can have (0.0.0.0/8, multicast, ...).
+
+    skipped: [(name bytes, ip text, why text)]. D, like an MX with no address
+    (#5.4.4); Z (#4.3.0) for an smtproutes relay, which the admin must fix.
+    """
+
+    def __init__(self, skipped, letter=D):
+        super().__init__(skipped)
+        self.skipped, self.letter = skipped, letter
+
+    def text(self):
+        shown = ["%s of %s (%s)" % (ip, safe_name(name).decode("ascii"), why) for name, ip, why in self.skipped[:4]]
+        if len(self.skipped) > 4:
+            shown.append("%d more" % (len(self.skipped) - 4))
+        code = b"#5.4.4" if self.letter == D else b"#4.3.0"
+        return b"Sorry, no address found can be a mail server's; skipped %s. (%s)\n" % (
+            "; ".join(shown).encode("ascii"), code)

@@ -320,6 +320,30 @@ def test_all_address_queries_of_a_stage_are_in_flight_together(stub):
     assert len(events) == 14
 
 
+def test_addresses_that_cannot_be_a_mail_server_are_skipped(stub):
+    stub.add("example.test", "MX", "10 zero.test.", "20 good.test.")
+    stub.add("zero.test", "A", "0.0.0.0", "224.0.0.1").add("zero.test", "AAAA", "::", "::ffff:0.0.0.0")
+    stub.add("good.test", "A", "192.0.2.1")
+    assert lookup(stub, "example.test") == [("192.0.2.1", 20, "good.test")]
+    stub.add("only.test", "MX", "10 zero.test.")
+    letter, text = lookup(stub, "only.test")
+    assert letter == failures.D and text.startswith(b"Sorry, no address found can be a mail server's; skipped ")
+    assert b"0.0.0.0 of zero.test (this network 0.0.0.0/8)" in text and text.endswith(b"(#5.4.4)\n")
+
+
+def test_a_relay_that_cannot_be_a_mail_server_is_a_z_not_a_connection(home, server):
+    # connecting to 0.0.0.0 reaches this very host: a route "[0.0.0.0]" used to deliver
+    # to whatever listens here on that port
+    smtp = server()
+    home.route("example.org:[0.0.0.0]:%d" % smtp.port)
+    _, raw = home.remote("example.org", "s@src.example", "r@example.org")
+    assert raw == (b"ZSorry, no address found can be a mail server's; skipped 0.0.0.0 of [0.0.0.0] "
+                   b"(this network 0.0.0.0/8). (#4.3.0)\n\0")
+    assert smtp.sessions == []
+    _, raw = home.remote("[0.0.0.0]", "s@src.example", "r@[0.0.0.0]")
+    assert raw.startswith(b"DSorry, no address found can be a mail server's; skipped 0.0.0.0")
+
+
 # --- dnsmasq: a real DNS server -------------------------------------------------------------
 
 class Dnsmasq:

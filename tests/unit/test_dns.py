@@ -598,3 +598,47 @@ def test_text_matches_dnspython_and_wire_round_trips(labels):
     name = codec.Name(labels)
     assert name.text() == dns.name.Name(name.labels + (b"",)).to_text(omit_final_dot=True).encode()
     assert codec.name_from_wire(name.wire, 0) == (name, len(name.wire))
+
+
+# --- addresses that cannot be a mail server ----------------------------------------------
+
+@pytest.mark.parametrize("ip, family, why", [
+    ("0.0.0.0", AF_INET, "this network"), ("0.1.2.3", AF_INET, "this network"),
+    ("224.0.0.1", AF_INET, "multicast"), ("239.255.255.255", AF_INET, "multicast"),
+    ("240.0.0.1", AF_INET, "reserved"), ("255.255.255.255", AF_INET, "broadcast"),
+    ("::", AF_INET6, "unspecified"), ("ff02::1", AF_INET6, "multicast"),
+    ("::ffff:0.0.0.0", AF_INET6, "this network"), ("::ffff:224.0.0.5", AF_INET6, "multicast"),
+    ("::ffff:255.255.255.255", AF_INET6, "broadcast"),
+])
+def test_addresses_that_cannot_be_a_mail_server(ip, family, why):
+    assert why in candidates.unusable_reason(ip, family)
+
+
+@pytest.mark.parametrize("ip, family", [("1.0.0.0", AF_INET), ("223.255.255.255", AF_INET), ("127.0.0.1", AF_INET),
+                                         ("::1", AF_INET6), ("2001:db8::1", AF_INET6), ("::ffff:192.0.2.1", AF_INET6),
+                                         ("fe80::1", AF_INET6), ("::0.0.0.1", AF_INET6)])
+def test_addresses_that_can_be(ip, family):
+    assert candidates.unusable_reason(ip, family) is None
+
+
+def test_unusable_addresses_are_skipped_and_all_unusable_is_like_no_address():
+    ordered = [(10, N("bad.test")), (20, N("good.test"))]
+    results = {N("bad.test"): (ok(a("bad.test", "0.0.0.0")), ok(aaaa("bad.test", "ff02::1"))),
+               N("good.test"): (ok(a("good.test", "192.0.2.1")), NODATA)}
+    assert [t.ip for t in mx.mx_list_targets(ordered, results)] == ["192.0.2.1"]
+    with pytest.raises(failures.UnusableAddresses) as caught:
+        mx.mx_list_targets(ordered[:1], results)
+    assert caught.value.letter == failures.D
+    assert caught.value.text() == (b"Sorry, no address found can be a mail server's; skipped ff02::1 of bad.test "
+                                   b"(multicast ff00::/8); 0.0.0.0 of bad.test (this network 0.0.0.0/8). (#5.4.4)\n")
+    soft = {N("bad.test"): results[N("bad.test")], N("good.test"): (SOFT, SOFT)}
+    with pytest.raises(failures.DnsSoft):  # another MX may have addresses later: temporary
+        mx.mx_list_targets(ordered, soft)
+    with pytest.raises(failures.UnusableAddresses) as caught:  # a literal MX target "0.0.0.0."
+        mx.mx_list_targets([(10, N("0.0.0.0"))], {})
+    with pytest.raises(failures.UnusableAddresses) as caught:  # implicit MX: D
+        mx.one_name_targets(N("x.test"), b"x.test", 25, (ok(a("x.test", "240.1.2.3")), NODATA))
+    assert caught.value.letter == failures.D
+    with pytest.raises(failures.UnusableAddresses) as caught:  # a relay: Z, the admin must fix it
+        mx.one_name_targets(N("x.test"), b"x.test", 25, (ok(a("x.test", "0.0.0.0")), NODATA), routed=True)
+    assert caught.value.letter == failures.Z and caught.value.text().endswith(b"(#4.3.0)\n")

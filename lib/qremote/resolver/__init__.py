@@ -60,7 +60,11 @@ Rules of this package:
    kept). After stage 2: targets with addresses are returned even if others
    failed (as stock); none, and some target had a soft failure -> DnsSoft; none
    otherwise -> NoAddress (D #5.4.4). The host itself (implicit MX) or a relay
-   without any address: soft -> DnsSoft, else DnsHard(name), as stock.
+   without any address: soft -> DnsSoft, else DnsHard(name), as stock. An address
+   no mail server can have (candidates.unusable_reason: 0.0.0.0/8, multicast,
+   240.0.0.0/4 and broadcast, ::, ff00::/8, IPv4-mapped forms alike) is skipped, an
+   MX target literal too; when only such addresses were found (and nothing failed
+   softly): UnusableAddresses naming them, D #5.4.4, or Z #4.3.0 for a relay.
 7. CNAME: the recipient domain is never rewritten (RFC 5321 section 5.1, notqmail's
    choice); a CNAME chain inside an answer is followed (at most MAX_CNAME, 16,
    links: stock follows longer ones than 8) and the records of the chain's end are

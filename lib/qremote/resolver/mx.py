@@ -8,7 +8,7 @@ exchange.py's.
 import os
 
 from .. import failures, hostname
-from ..candidates import AF_INET, AF_INET6, Target, parse_literal
+from ..candidates import AF_INET, AF_INET6, Target, parse_literal, usable_targets
 from .codec import TYPE_A, TYPE_AAAA, TYPE_MX, Question, fresh_ids, name_from_ascii, records_for
 from .exchange import NXDOMAIN, OK, SOFT, Deadlines, Stage, nameservers
 
@@ -83,18 +83,25 @@ def address_questions(names):
     return questions
 
 
-def one_name_targets(name, label, port, results):
-    """Targets (preference 0) of one name from its two Results: a relay, or an implicit MX."""
+def one_name_targets(name, label, port, results, routed=False):
+    """Targets (preference 0) of one name from its two Results: a relay (routed), or an implicit MX."""
     found, soft = addresses(name, results[0], results[1])
-    if found:
-        return [Target(ip, family, port, 0, label) for ip, family in found]
+    targets, skipped = usable_targets([Target(ip, family, port, 0, label) for ip, family in found])
+    if targets:
+        return targets
     if soft:
         raise failures.DnsSoft()
+    if skipped:
+        raise failures.UnusableAddresses(skipped, failures.Z if routed else failures.D)
     raise failures.DnsHard(label)  # stock: no address record for the name itself is "no such host"
 
 
 def mx_list_targets(ordered, results_by_name, port=25):
-    """Targets of ordered (preference, name) pairs, given each looked-up name's two Results."""
+    """Targets of ordered (preference, name) pairs, given each looked-up name's two Results.
+
+    An address no mail server can have is skipped; an MX left with none is like an MX
+    without addresses.
+    """
     targets, soft = [], False
     for preference, name in ordered:
         label = name_bytes(name)
@@ -105,8 +112,11 @@ def mx_list_targets(ordered, results_by_name, port=25):
         found, name_soft = addresses(name, *results_by_name[name])
         soft = soft or name_soft
         targets.extend(Target(ip, family, port, preference, label) for ip, family in found)
+    targets, skipped = usable_targets(targets)
     if not targets:
-        raise failures.DnsSoft() if soft else failures.NoAddress()
+        if soft:
+            raise failures.DnsSoft()
+        raise failures.UnusableAddresses(skipped) if skipped else failures.NoAddress()
     return targets
 
 
@@ -147,4 +157,4 @@ def relay_targets(relay, port, timeoutdns=0, servers=None):
     if name is None:
         raise failures.DnsHard(relay)
     results = Stage(address_questions([name]), servers, Deadlines(timeoutdns).next_stage()).run()
-    return one_name_targets(name, relay, port, results)
+    return one_name_targets(name, relay, port, results, routed=True)
