@@ -1,6 +1,6 @@
 """Pure decisions about where to connect: IP literals, targets, the ipme/prefme rule.
 
-No DNS and no sockets here; dns.py produces MX answers, this module orders and
+No DNS and no sockets here; the resolver package produces MX answers, this module orders and
 filters them, connect.py tries them.
 """
 
@@ -38,6 +38,47 @@ def normal_ip(text):
             continue
         return _socket.inet_ntop(family, packed), family
     return None
+
+
+_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6 form
+
+
+def unusable_reason(ip, family):
+    """Why ip (canonical text) cannot be a mail server's address, as a short text; None if it can.
+
+    Connecting to 0.0.0.0 or :: reaches this very host; multicast, broadcast and the
+    reserved 240.0.0.0/4 are no unicast host at all. IPv4-mapped forms alike.
+    """
+    packed = _socket.inet_pton(family, ip)
+    if family == AF_INET6:
+        if packed == bytes(16):
+            return "unspecified address ::"
+        if packed[0] == 0xFF:
+            return "multicast ff00::/8"
+        if not packed.startswith(_MAPPED):
+            return None
+        packed = packed[12:]
+    if packed[0] == 0:
+        return "this network 0.0.0.0/8"
+    if 224 <= packed[0] < 240:
+        return "multicast 224.0.0.0/4"
+    if packed == b"\xff" * 4:
+        return "broadcast 255.255.255.255"
+    if packed[0] >= 240:
+        return "reserved 240.0.0.0/4"
+    return None
+
+
+def usable_targets(targets):
+    """(kept, skipped) of targets: skipped is [(name, ip, why)] for those unusable_reason refuses."""
+    kept, skipped = [], []
+    for target in targets:
+        why = unusable_reason(target.ip, target.family)
+        if why is None:
+            kept.append(target)
+        else:
+            skipped.append((target.name, target.ip, why))
+    return kept, skipped
 
 
 def parse_literal(host):

@@ -203,6 +203,28 @@ class NullMX(Failure):
     fields = (("host", NAME),)
 
 
+class UnusableAddresses(Failure):
+    """Every address found is one no mail server can have (0.0.0.0/8, multicast, ...).
+
+    skipped: [(name bytes, ip text, why text)]. D, like an MX with no address
+    (#5.4.4); Z (#4.3.0) for an smtproutes relay, which the admin must fix.
+    """
+    MAX_LISTED = 4
+    template = b"Sorry, no address found can be a mail server's; skipped %(skipped)s. (%(code)s)\n"
+    fields = (("skipped", RAW), ("chosen", RAW))
+
+    @property
+    def letter(self):
+        return self.chosen or D
+
+    def text(self):
+        shown = [b"%s of %s (%s)" % (safe_text(ip), safe_name(name), safe_text(why))
+                 for name, ip, why in self.skipped[:self.MAX_LISTED]]
+        if len(self.skipped) > self.MAX_LISTED:
+            shown.append(b"%d more" % (len(self.skipped) - self.MAX_LISTED))
+        return self.template % {b"skipped": b"; ".join(shown), b"code": b"#5.4.4" if self.letter == D else b"#4.3.0"}
+
+
 class AmbiguousMX(Failure):
     LETTER = D
     template = (b"Sorry. Although I'm listed as a best-preference MX or A for that host,\n"

@@ -212,13 +212,15 @@ def parse_tlsc(argv):
 
 
 def _server_name(value):
-    """NAME as OpenSSL wants it: ASCII, a trailing dot dropped, IDNA for a U-label."""
+    """NAME as OpenSSL wants it: ASCII, a trailing dot dropped, A-labels for a U-label
+    (hostname.to_ascii: IDNA 2008, the encoder of the DNS lookup too)."""
     name = value[:-1] if value.endswith(".") else value
     if not name or "\0" in name or ".." in name:
         raise Usage("-k needs a host name")
     if not name.isascii():
+        from .hostname import to_ascii
         try:
-            name = name.encode("utf-8", "surrogateescape").decode("utf-8").encode("idna").decode("ascii")
-        except UnicodeError:
+            name = to_ascii(name.encode("utf-8", "surrogateescape").decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError, hostname.InvalidName
             raise Usage("-k %r is not a valid host name" % value) from None
     return name

@@ -97,10 +97,10 @@ def context_figures(figures, launcher, interpreter, libdir, message, rounds):
     figures.add("python_site_cpu", "python3 -I -c pass (site on, as pip's)",
                 common.mean(cpu_ms(with_site)), "ms", reference="figures.md: about 40 ms",
                 peak_RSS_MiB=max(r.maxrss_mib for r in with_site))
-    # dns.name: what a delivery to a non-ASCII domain loads on top (dns.py imports dnspython for IDNA only)
+    # idna: what a delivery to a non-ASCII domain loads on top (qremote.hostname, IDNA 2008)
     for key, module, label in (("import_remote", "qremote.programs.qmail_remote", "qmail_remote"),
                                ("import_io", "qremote.programs.qmail_remote_io", "qmail_remote_io"),
-                               ("import_dnsname", "dns.name", "dns.name (IDNA only)")):
+                               ("import_idna", "idna", "idna (non-ASCII names only)")):
         code = "import sys; sys.path.insert(0, %r); import %s" % (libdir, module)
         imported = run_many(launcher, rounds, [interpreter, "-IS", "-c", code], env, message)
         figures.add(key + "_cpu", "startup+imports only: " + label, common.mean(cpu_ms(imported)), "ms",
@@ -170,9 +170,10 @@ from qremote.programs.%(module)s import main
 main()
 """
 
-# Modules whose absence is the point: dnspython (an IP route needs no DNS), ssl (no TLS
-# here), and the stdlib modules that cost milliseconds at every start.
-HEAVY = ("dns", "ssl", "socket", "asyncio", "enum", "typing", "dataclasses", "argparse", "selectors", "re")
+# Modules whose absence is the point: dnspython (never used by the delivery any more),
+# idna (non-ASCII names only), ssl (no TLS here), and the stdlib modules that cost
+# milliseconds at every start.
+HEAVY = ("dns", "idna", "ssl", "socket", "asyncio", "enum", "typing", "dataclasses", "argparse", "selectors", "re")
 
 
 def loaded_modules(launcher, interpreter, libdir, module, argv, message, connect=None, work="/tmp"):

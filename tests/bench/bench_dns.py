@@ -11,7 +11,7 @@ starting qmail-remote to the first SMTP byte (the server's greeting, sent as it
 accepts the connection), median of --runs. The same with no delay gives the floor
 (interpreter, imports, control files); the difference divided by the delay is the
 number of resolver round trips the delivery waited for (the lookup alone, timed
-in this process with qremote.dns, gives the same count without process noise): 2 when the MX query and then
+in this process with qremote.resolver, gives the same count without process noise): 2 when the MX query and then
 all six address queries go out at once, 7 when asked one after another (stock asks
 MX then A per target: 4, without AAAA). The stub's log gives the same count directly:
 the number of waves of queries, a new wave starting with a query that arrives after
@@ -23,10 +23,10 @@ of its own work, each figure the median of --runs, all against the stub with no 
     421 after EHLO (route, control files, DNS, connect, greeting, EHLO: all of
     qmail-remote's own work), measured by tests/bench/common.py's launcher;
   - a lookup in a fresh process (the installed interpreter, -I -S, the installed library):
-    import qremote.dns and resolve the domain, minus the same process doing nothing, so
+    import qremote.resolver and resolve the domain, minus the same process doing nothing, so
     the figure is what the lookup adds to a delivery, imports included; for an ASCII
-    domain and for a non-ASCII one (the only case that imports dnspython, for IDNA);
-    each line says whether dnspython's `dns` package was loaded;
+    domain and for a non-ASCII one (the only case that imports the idna package);
+    each line says whether idna was loaded;
   - the lookup alone, warm, in this process (thread CPU time: the stub's threads are not
     counted).
 
@@ -48,7 +48,7 @@ sys.path.insert(0, TOP)
 
 sys.path.insert(0, os.path.join(TOP, "lib"))
 
-from qremote import dns as qdns  # noqa: E402
+from qremote.resolver import exchange, mx  # noqa: E402
 from tests.bench import common  # noqa: E402
 from tests.support.dnsserver import DNSServer  # noqa: E402
 
@@ -121,13 +121,13 @@ def one_run(bindir, home, dns_server, message):
 
 GREETER = None
 
-# A fresh process resolving argv[1] (UTF-8) with qremote.dns, as qmail-remote does; it
-# prints whether dnspython got imported. FLOOR is the same process without the lookup.
+# A fresh process resolving argv[1] (UTF-8) with qremote.resolver, as qmail-remote does; it
+# prints whether the idna package got imported. FLOOR is the same process without the lookup.
 FLOOR = "import sys; sys.path.insert(0, %r)"
 LOOKUP = FLOOR + """
-from qremote import dns
-targets = dns.mx_targets(sys.argv[1].encode(), 0)
-print(len(targets), "targets, dnspython", "yes" if "dns" in sys.modules else "no", end="")
+from qremote import resolver
+targets = resolver.mx_targets(sys.argv[1].encode(), 0)
+print(len(targets), "targets, idna", "yes" if "idna" in sys.modules else "no", end="")
 """
 
 
@@ -175,13 +175,13 @@ def cpu_figures(bindir, interpreter, dns_server, message, runs, delivery):
                 output.decode("utf-8", "replace")))
     finally:
         launcher.close()
-    servers = qdns.nameservers({"DNSCACHEIP": dns_server.address()})
+    servers = exchange.nameservers({"DNSCACHEIP": dns_server.address()})
     for host in (DOMAIN, IDN_DOMAIN):
-        qdns.mx_targets(host.encode(), 0, servers)  # imports done before timing
+        mx.mx_targets(host.encode(), 0, servers)  # imports done before timing
         cpus = []
         for _ in range(runs):
             start = time.thread_time()
-            qdns.mx_targets(host.encode(), 0, servers)
+            mx.mx_targets(host.encode(), 0, servers)
             cpus.append(time.thread_time() - start)
         print("  the lookup alone, warm, in process              %7.2f ms  %s" % (
             statistics.median(cpus) * 1000, host.encode("ascii", "backslashreplace").decode()))
@@ -233,12 +233,12 @@ def main():
         print("  resolver round trips implied ((slow - instant) / delay) %5.2f | target about 2, not 7" % (
             (slow - floor) / args.delay))
         print("  waves of queries seen by the resolver               %5d" % wave_count)
-        servers = qdns.nameservers({"DNSCACHEIP": dns_server.address()})
-        qdns.mx_targets(DOMAIN.encode(), 0, servers)  # imports done before timing
+        servers = exchange.nameservers({"DNSCACHEIP": dns_server.address()})
+        mx.mx_targets(DOMAIN.encode(), 0, servers)  # imports done before timing
         lookups = []
         for _ in range(args.runs):
             start = time.monotonic()
-            qdns.mx_targets(DOMAIN.encode(), 0, servers)
+            mx.mx_targets(DOMAIN.encode(), 0, servers)
             lookups.append(time.monotonic() - start)
         lookup = statistics.median(lookups)
         print("  the lookup alone (in process), +%3.0f ms/answer      %7.1f ms = %.2f round trips" % (

@@ -1,7 +1,7 @@
 """DNS against real servers on loopback: the wire stub (tests/support/dnsserver.py) for
 scripted misbehaviour, and Debian's dnsmasq for at least one real-server path.
 
-Two levels: qremote.dns called in this process with the server as its only nameserver
+Two levels: qremote.resolver called in this process with the server as its only nameserver
 (fast, every corner), and the installed qmail-remote with DNSCACHEIP=127.0.0.1@PORT
 delivering to scripted SMTP servers. MX targets are reached on port 25, so those
 tests need root (skipped otherwise); each MX host gets its own loopback address in
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from qremote import dns as qdns
+from qremote.resolver import codec, exchange, mx
 from qremote import failures
 from tests.support.dnsserver import DNSServer
 from tests.support.net import needs_ipv6, needs_root
@@ -36,9 +36,9 @@ def stub():
 
 
 def lookup(server, host, timeoutdns=0):
-    """qremote.dns.mx_targets against server: [(ip, pref, name)] or (letter, text)."""
+    """qremote.resolver.mx_targets against server: [(ip, pref, name)] or (letter, text)."""
     try:
-        targets = qdns.mx_targets(host.encode(), timeoutdns, qdns.nameservers({"DNSCACHEIP": server.address()}))
+        targets = mx.mx_targets(host.encode(), timeoutdns, exchange.nameservers({"DNSCACHEIP": server.address()}))
     except failures.Failure as failure:
         return failure.letter, failure.text()
     return [(t.ip, t.pref, t.name.decode()) for t in targets]
@@ -149,9 +149,9 @@ def test_no_server_listening_defers_at_once():
     refusing.bind(("127.0.0.1", 0))
     port = refusing.getsockname()[1]
     refusing.close()
-    servers = qdns.nameservers({"DNSCACHEIP": "127.0.0.1@%d" % port})
+    servers = exchange.nameservers({"DNSCACHEIP": "127.0.0.1@%d" % port})
     with pytest.raises(failures.DnsSoft):
-        qdns.mx_targets(b"example.test", 30, servers)
+        mx.mx_targets(b"example.test", 30, servers)
 
 
 def test_the_next_nameserver_is_asked_when_one_is_dead(stub):
@@ -159,8 +159,8 @@ def test_the_next_nameserver_is_asked_when_one_is_dead(stub):
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dead.bind(("127.0.0.1", 0))  # bound, never read: silent
     try:
-        servers = qdns.nameservers({"DNSCACHEIP": "127.0.0.1@%d %s" % (dead.getsockname()[1], stub.address())})
-        targets = qdns.mx_targets(b"example.test", 10, servers)
+        servers = exchange.nameservers({"DNSCACHEIP": "127.0.0.1@%d %s" % (dead.getsockname()[1], stub.address())})
+        targets = mx.mx_targets(b"example.test", 10, servers)
         assert [t.ip for t in targets] == ["127.0.53.9"]
     finally:
         dead.close()
@@ -185,12 +185,73 @@ def test_servfail_from_one_server_asks_the_next_at_once(stub):
     failing = DNSServer()
     try:
         failing.behave("example.test", "servfail").behave("a.mx.test", "servfail")
-        servers = qdns.nameservers({"DNSCACHEIP": "%s %s" % (failing.address(), stub.address())})
-        targets = qdns.mx_targets(b"example.test", 30, servers)
+        servers = exchange.nameservers({"DNSCACHEIP": "%s %s" % (failing.address(), stub.address())})
+        targets = mx.mx_targets(b"example.test", 30, servers)
         assert [t.ip for t in targets] == ["192.0.2.1"]
         assert failing.asked("example.test", "MX") and stub.asked("example.test", "MX")
     finally:
         failing.stop()
+
+
+@pytest.mark.parametrize("behaviour", ["servfail-bare", "refused-bare", "formerr-bare", "notimp-bare"])
+def test_error_reply_without_question_fails_that_server_at_once(stub, behaviour):
+    # an error reply with our id but no question section is that server's answer, not
+    # junk: one server, it is asked once and the stage fails (not retried until the
+    # deadline); two servers, the second is asked at once, well inside a 1 s stage (the
+    # first retransmission would only go at the deadline)
+    stub.add("example.test", "MX", "10 a.mx.test.").behave("example.test", behaviour)
+    stub.add("a.mx.test", "A", "192.0.2.1")
+    assert lookup(stub, "example.test", timeoutdns=3) == (failures.Z, SOFT_TEXT[1:-1])
+    assert len(stub.asked("example.test", "MX")) == 1
+    good = DNSServer()
+    try:
+        good.add("example.test", "MX", "10 a.mx.test.").add("a.mx.test", "A", "192.0.2.1")
+        servers = exchange.nameservers({"DNSCACHEIP": "%s %s" % (stub.address(), good.address())})
+        assert [t.ip for t in mx.mx_targets(b"example.test", 1, servers)] == ["192.0.2.1"]
+    finally:
+        good.stop()
+
+
+def test_truncated_then_stalled_tcp_does_not_block_the_other_servers(stub):
+    # the first server says TC and then never answers over TCP: the second is asked over
+    # UDP on the usual retry schedule meanwhile, and its answer wins
+    stub.behave("example.test", "truncate-stall").behave("a.mx.test", "truncate-stall")
+    good = DNSServer()
+    try:
+        good.add("example.test", "MX", "10 a.mx.test.").add("a.mx.test", "A", "192.0.2.1")
+        servers = exchange.nameservers({"DNSCACHEIP": "%s %s" % (stub.address(), good.address())})
+        assert [t.ip for t in mx.mx_targets(b"example.test", 4, servers)] == ["192.0.2.1"]
+        assert stub.asked("example.test", "MX", "tcp") and good.asked("example.test", "MX", "udp")
+    finally:
+        good.stop()
+
+
+def cname_chain(stub, first, links, last_records):
+    """first -> c1.test -> ... -> (links links) whose end holds last_records [(type, value)]."""
+    names = [first] + ["c%d.chain.test" % i for i in range(1, links + 1)]
+    for owner, target in zip(names, names[1:]):
+        stub.add(owner, "CNAME", target + ".")
+    for rdtype, value in last_records:
+        stub.add(names[-1], rdtype, value)
+
+
+def test_cname_chains_up_to_16_links_are_followed(stub):
+    # stock delivers through a 9-link chain: so do we, up to MAX_CNAME (16) links
+    cname_chain(stub, "example.test", 9, [("MX", "10 mx.test.")])
+    stub.add("mx.test", "A", "192.0.2.9")
+    assert lookup(stub, "example.test") == [("192.0.2.9", 10, "mx.test")]
+    assert codec.MAX_CNAME >= 16
+    cname_chain(stub, "sixteen.test", 16, [("A", "192.0.2.16")])
+    assert lookup(stub, "sixteen.test") == [("192.0.2.16", 0, "sixteen.test")]
+
+
+def test_a_longer_cname_chain_defers_never_bounces(stub):
+    cname_chain(stub, "example.test", 17, [("MX", "10 mx.test.")])
+    stub.add("mx.test", "A", "192.0.2.9")
+    assert lookup(stub, "example.test") == (failures.Z, SOFT_TEXT[1:-1])
+    stub.add("mx2.test", "MX", "10 far.test.")
+    cname_chain(stub, "far.test", 17, [("A", "192.0.2.17")])
+    assert lookup(stub, "mx2.test") == (failures.Z, SOFT_TEXT[1:-1])
 
 
 @needs_ipv6
@@ -200,14 +261,14 @@ def test_nameserver_on_ipv6():
         server.add("example.test", "MX", "10 a.mx.test.").add("a.mx.test", "AAAA", "2001:db8::7")
         assert server.address().startswith("::1@")
         assert lookup(server, "example.test") == [("2001:db8::7", 10, "a.mx.test")]
-        servers = qdns.nameservers({"DNSCACHEIP": "[::1]@%d" % server.port})
-        assert [t.ip for t in qdns.mx_targets(b"example.test", 5, servers)] == ["2001:db8::7"]
+        servers = exchange.nameservers({"DNSCACHEIP": "[::1]@%d" % server.port})
+        assert [t.ip for t in mx.mx_targets(b"example.test", 5, servers)] == ["2001:db8::7"]
     finally:
         server.stop()
 
 
 def test_timeoutdns_0_has_an_overall_cap(stub, monkeypatch):
-    monkeypatch.setattr(qdns, "OVERALL_CAP", 1.5)
+    monkeypatch.setattr(exchange, "OVERALL_CAP", 1.5)
     stub.add("example.test", "MX", "10 a.mx.test.").behave("a.mx.test", "silent")
     stub.delay = 0.5  # the MX stage eats part of the cap; the address stage gets the rest
     start = time.monotonic()
@@ -237,11 +298,11 @@ def test_targets_that_all_fail(stub):
 
 def test_relay_is_resolved_by_a_and_aaaa_only(stub):
     stub.add("relay.test", "MX", "10 elsewhere.test.").add("relay.test", "A", "192.0.2.25")
-    targets = qdns.relay_targets(b"relay.test", 2525, 0, qdns.nameservers({"DNSCACHEIP": stub.address()}))
+    targets = mx.relay_targets(b"relay.test", 2525, 0, exchange.nameservers({"DNSCACHEIP": stub.address()}))
     assert [(t.ip, t.port, t.pref) for t in targets] == [("192.0.2.25", 2525, 0)]
     assert sorted(q[1] for q in stub.asked()) == ["A", "AAAA"]
     with pytest.raises(failures.DnsHard) as caught:
-        qdns.relay_targets(b"gone.test", 25, 0, qdns.nameservers({"DNSCACHEIP": stub.address()}))
+        mx.relay_targets(b"gone.test", 25, 0, exchange.nameservers({"DNSCACHEIP": stub.address()}))
     assert caught.value.text() == b"Sorry, I couldn't find any host named gone.test. (#5.1.2)\n"
 
 
@@ -257,6 +318,30 @@ def test_all_address_queries_of_a_stage_are_in_flight_together(stub):
     assert events[:2] == [("query", "MX"), ("answer", "MX")]
     assert [kind for kind, _ in events[2:8]] == ["query"] * 6
     assert len(events) == 14
+
+
+def test_addresses_that_cannot_be_a_mail_server_are_skipped(stub):
+    stub.add("example.test", "MX", "10 zero.test.", "20 good.test.")
+    stub.add("zero.test", "A", "0.0.0.0", "224.0.0.1").add("zero.test", "AAAA", "::", "::ffff:0.0.0.0")
+    stub.add("good.test", "A", "192.0.2.1")
+    assert lookup(stub, "example.test") == [("192.0.2.1", 20, "good.test")]
+    stub.add("only.test", "MX", "10 zero.test.")
+    letter, text = lookup(stub, "only.test")
+    assert letter == failures.D and text.startswith(b"Sorry, no address found can be a mail server's; skipped ")
+    assert b"0.0.0.0 of zero.test (this network 0.0.0.0/8)" in text and text.endswith(b"(#5.4.4)\n")
+
+
+def test_a_relay_that_cannot_be_a_mail_server_is_a_z_not_a_connection(home, server):
+    # connecting to 0.0.0.0 reaches this very host: a route "[0.0.0.0]" used to deliver
+    # to whatever listens here on that port
+    smtp = server()
+    home.route("example.org:[0.0.0.0]:%d" % smtp.port)
+    _, raw = home.remote("example.org", "s@src.example", "r@example.org")
+    assert raw == (b"ZSorry, no address found can be a mail server's; skipped 0.0.0.0 of [0.0.0.0] "
+                   b"(this network 0.0.0.0/8). (#4.3.0)\n\0")
+    assert smtp.sessions == []
+    _, raw = home.remote("[0.0.0.0]", "s@src.example", "r@[0.0.0.0]")
+    assert raw.startswith(b"DSorry, no address found can be a mail server's; skipped 0.0.0.0")
 
 
 # --- dnsmasq: a real DNS server -------------------------------------------------------------
@@ -528,26 +613,32 @@ def test_ip_literal_delivery_never_imports_dnspython(home, server, tmp_path):
     home.route("example.org:[127.0.0.1]:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org")
     assert "qremote.programs.qmail_remote" in modules
-    assert not dnspython_modules(modules) and "qremote.dns" not in modules
+    assert not dnspython_modules(modules) and "qremote.resolver" not in modules
 
 
-def test_ascii_name_lookup_never_imports_dnspython_an_idn_does(home, server, stub, tmp_path):
+def test_ascii_name_lookup_never_imports_dnspython_nor_idna(home, server, stub, tmp_path):
     smtp = server()
-    # a relay given by an ASCII name: our resolver and name codec, no dnspython at all
+    # a relay given by an ASCII name: our resolver and name codec, no dnspython, no idna
     stub.add("relay.test", "A", "127.0.0.1")
     home.route("example.org:relay.test:%d" % smtp.port)
     modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
-    assert "qremote.dns" in modules and not dnspython_modules(modules)
+    assert "qremote.resolver" in modules and not dnspython_modules(modules) and "idna" not in modules
     assert stub.asked("relay.test", "A")
-    # the control: a relay whose name is not ASCII is looked up by its A-labels, which
-    # dnspython's name module (and only that part of it) computed
-    stub.add("xn--rlay-bpa.test", "A", "127.0.0.1")
-    path = home.control("smtproutes", ("example.org:r\u00e9lay.test:%d\n" % smtp.port).encode())  # UTF-8
+
+
+def test_idn_relay_is_asked_by_its_idna_2008_a_labels(home, server, stub, tmp_path):
+    # stra\u00dfe.test is xn--strae-oqa.test in IDNA 2008; IDNA 2003 (dnspython without
+    # the idna package, as package/install used to install it) asked for strasse.test,
+    # another domain: the mail would have gone there
+    smtp = server()
+    stub.add("xn--strae-oqa.test", "A", "127.0.0.1").add("strasse.test", "A", "127.0.0.2")
+    path = home.control("smtproutes", ("example.org:stra\u00dfe.test:%d\n" % smtp.port).encode())  # UTF-8
     os.utime(path, ns=(time.time_ns(), time.time_ns()))  # the routes cache compares the mtime
     modules = modules_at_exec(home, tmp_path, "example.org", DNSCACHEIP=stub.address())
-    assert "dns.name" in modules
-    assert "dns.message" not in modules and "dns.resolver" not in modules
-    assert stub.asked("xn--rlay-bpa.test", "A") and stub.asked("xn--rlay-bpa.test", "AAAA")
+    assert stub.asked("xn--strae-oqa.test", "A") and stub.asked("xn--strae-oqa.test", "AAAA")
+    assert not stub.asked("strasse.test")
+    # the installed chain has the idna package, loaded for this name; dnspython not at all
+    assert "idna" in modules and not dnspython_modules(modules)
 
 
 @needs_root
@@ -556,7 +647,7 @@ def test_ascii_mx_delivery_never_imports_dnspython(home, server, stub, tmp_path)
     stub.add("example.test", "MX", "10 mx.example.test.").add("mx.example.test", "A", MX2)
     smtp25(server, MX2)
     modules = modules_at_exec(home, tmp_path, "example.test", MX2, DNSCACHEIP=stub.address())
-    assert "qremote.dns" in modules and not dnspython_modules(modules)
+    assert "qremote.resolver" in modules and not dnspython_modules(modules)
     assert stub.asked("example.test", "MX") and stub.asked("mx.example.test", "A")
 
 

@@ -13,9 +13,12 @@ records for at all is NXDOMAIN, a known name without the asked type is NODATA, a
 CNAME chain inside the data is followed and put in the answer. Behaviours, per name
 and optionally per type: "servfail", "refused" (rcode only), "silent" (never
 answers), "truncate" (UDP answers carry TC and no records; TCP answers are whole),
-"truncate-always" (TC over TCP too), "garbage" (a well-addressed answer whose
-records cannot be parsed), "wrong-id" (an
-answer with another id, then the real one). Every query is logged in `queries` as
+"truncate-always" (TC over TCP too), "truncate-stall" (TC over UDP, and a TCP
+connection that is accepted but never answered), "garbage" (a well-addressed answer
+whose records cannot be parsed), "wrong-id" (an answer with another id, then the real
+one), "servfail-bare", "refused-bare", "formerr-bare", "notimp-bare" (that rcode with
+the right id but no question section, as some servers send). CNAME chains in the data
+are followed up to 64 links. Every query is logged in `queries` as
 (name lowercased without the final dot, type text, "udp" or "tcp"); `events` logs
 ("query", name, type) on arrival and ("answer", name, type) when the answer goes
 out, in order: it shows which queries were in flight together.
@@ -35,6 +38,10 @@ import dns.rdatatype
 import dns.rrset
 
 from tests.support.net import Stoppable, accept_each, close_quietly
+
+
+BARE_ERRORS = {"servfail-bare": dns.rcode.SERVFAIL, "refused-bare": dns.rcode.REFUSED,
+               "formerr-bare": dns.rcode.FORMERR, "notimp-bare": dns.rcode.NOTIMP}
 
 
 def _key(name):
@@ -113,16 +120,20 @@ class DNSServer(Stoppable):
         behaviour = self._behaviour(name, rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
-        if behaviour == "silent":
+        if behaviour == "silent" or (behaviour == "truncate-stall" and proto == "tcp"):
             return []
         packets = self._packets(query, question, name, rdtype, behaviour, proto, response)
         return [(packet, name, rdtype) for packet in packets]
 
     def _packets(self, query, question, name, rdtype, behaviour, proto, response):
+        if behaviour in BARE_ERRORS:
+            response.set_rcode(BARE_ERRORS[behaviour])
+            response.question = []
+            return [response.to_wire()]
         if behaviour in ("servfail", "refused"):
             response.set_rcode(dns.rcode.SERVFAIL if behaviour == "servfail" else dns.rcode.REFUSED)
             return [response.to_wire()]
-        if (behaviour == "truncate" and proto == "udp") or behaviour == "truncate-always":
+        if (behaviour in ("truncate", "truncate-stall") and proto == "udp") or behaviour == "truncate-always":
             response.flags |= dns.flags.TC
             return [response.to_wire()]
         self._fill(response, question.name, question.rdtype)
@@ -138,7 +149,7 @@ class DNSServer(Stoppable):
 
     def _fill(self, response, qname, qtype):
         owner = qname
-        for _ in range(10):
+        for _ in range(64):
             data = self.records.get(_key(owner.to_text()))
             if data is None:
                 if owner == qname:

@@ -55,6 +55,15 @@ def test_defaults_and_long_forms():
 def test_server_name_forms():
     assert parse_tlsc(["t", "-k", "mx.test.", "p"]).name == "mx.test"
     assert parse_tlsc(["t", "-k", "bücher.example", "p"]).name == "xn--bcher-kva.example"
+    # IDNA 2008 (one encoder with the DNS lookup, qremote.hostname), not Python's IDNA 2003
+    assert parse_tlsc(["t", "-k", "stra\u00dfe.de", "p"]).name == "xn--strae-oqa.de"
+    assert parse_tlsc(["t", "-k", "\u03c3\u03c2.test.", "p"]).name == "xn--3xab.test"
+
+
+def test_server_name_idna_2008_refusal_is_a_usage_error():
+    with pytest.raises(Usage) as caught:
+        parse_tlsc(["t", "-k", "a\u200db.test", "p"])  # ZWJ outside CONTEXTJ: 2003 dropped it silently
+    assert "not a valid" in str(caught.value)
 
 
 @pytest.mark.parametrize("argv,why", [
