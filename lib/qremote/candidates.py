@@ -40,7 +40,16 @@ def normal_ip(text):
     return None
 
 
-_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6 form
+# ::ffff:a.b.c.d, an IPv4 address in IPv6 form: everywhere (ipme, tcpto, the unusable
+# ranges) it counts as the IPv4 address a.b.c.d. The one place this rule is written.
+IPV4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def ipv4_of(packed):
+    """The 4 bytes of an IPv4 address given packed as itself or IPv4-mapped; None for IPv6."""
+    if len(packed) == 4:
+        return packed
+    return packed[12:] if packed[:12] == IPV4_MAPPED else None
 
 
 def unusable_reason(ip, family):
@@ -55,9 +64,9 @@ def unusable_reason(ip, family):
             return "unspecified address ::"
         if packed[0] == 0xFF:
             return "multicast ff00::/8"
-        if not packed.startswith(_MAPPED):
+        packed = ipv4_of(packed)
+        if packed is None:
             return None
-        packed = packed[12:]
     if packed[0] == 0:
         return "this network 0.0.0.0/8"
     if 224 <= packed[0] < 240:
@@ -106,7 +115,10 @@ def is_me(ip, ipme):
     """ip is one of mine; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as a.b.c.d."""
     if ip in ipme:
         return True
-    return ip[:7].lower() == "::ffff:" and "." in ip and ip[7:] in ipme
+    if ":" not in ip:
+        return False
+    v4 = ipv4_of(_socket.inet_pton(AF_INET6, ip))
+    return v4 is not None and _socket.inet_ntop(AF_INET, v4) in ipme
 
 
 def apply_prefme(targets, ipme, routed):

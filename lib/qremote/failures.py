@@ -6,7 +6,7 @@ Rules of this module:
    row of the table: its letter (D permanent, Z temporary, or BY_REPLY: D for a 5xx,
    Z for anything else), its template, its fields, and whether the server is still
    there to be told QUIT (polite). Texts are in stock qmail-remote's wording where
-   stock has the case (../shared/reference/stock-qmail-remote.md section 12).
+   stock has the case (notqmail's qmail-remote.c: its temp_* and perm_* functions).
 2. A field is rendered by its kind, so no template sanitises by hand:
    RAW bytes we made ourselves (an IP we connected to), NAME a host or address as
    stock's outsafe() shows it, TEXT a line from a library, a server or a file (one

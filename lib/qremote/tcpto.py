@@ -52,13 +52,13 @@ import struct
 import time
 
 from . import paths
+from .candidates import ipv4_of
 
 TCPTO6 = paths.RUN + "/tcpto6"
 RECORDS = 64
 MAX_COUNT = 10
 QUIET = 120          # seconds after a recorded timeout during which another is not counted
 LOCK_WAIT = 5.0      # seconds a delivery waits for the lock before doing without
-_MAPPED = b"\0" * 10 + b"\xff\xff"  # the first 12 bytes of ::ffff:a.b.c.d
 _TIME = struct.Struct("<I")
 
 
@@ -181,11 +181,8 @@ def table_key(ip, family):
         address = _socket.inet_pton(family, ip)
     except (OSError, ValueError, TypeError, UnicodeError):
         return None
-    if family == _socket.AF_INET:
-        return IPV4, address
-    if address[:12] == _MAPPED:
-        return IPV4, address[12:]
-    return IPV6, address
+    v4 = ipv4_of(address)
+    return (IPV4, v4) if v4 is not None else (IPV6, address)
 
 
 # --- the locked file I/O ---

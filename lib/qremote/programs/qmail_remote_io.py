@@ -45,10 +45,10 @@ def deliver(argv, reporter):
             quit(channel)
         raise
     quit(channel)
-    reporter.final(failures.K, accepted_text(transaction, options.note))
+    reporter.final(failures.K, accepted_report(transaction, options.note))
 
 
-def accepted_text(transaction, note):
+def accepted_report(transaction, note):
     """The K text, saying how the message travelled: over TLS (tlsc-io's SSL_* variables,
     which exist only when it ran us), or in cleartext although TLS was wanted (the note)."""
     environ = os.environb
