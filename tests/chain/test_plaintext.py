@@ -115,9 +115,12 @@ def test_body_8bitmime(home, server, message, offered, expected):
 
 def test_smtputf8_used_when_needed_and_offered(home, server):
     s = routed(home, server)
-    _, raw = deliver(home, "δοκιμή@example.org")
+    _, raw = deliver(home, "δοκιμή@example.org", "jürgen müller@example.org")
     assert raw.endswith(b"accepted message.\nRemote host said: 250 ok queued\n\0")
-    assert s.wait_sessions()[0].commands[1].endswith(b" SMTPUTF8")
+    commands = s.wait_sessions()[0].commands
+    assert commands[1].endswith(b" SMTPUTF8")
+    # RFC 6531 atext: a UTF-8 local part unquoted, unless it needs quotes anyway (the space)
+    assert commands[2:4] == ["RCPT TO:<δοκιμή@example.org>".encode(), 'RCPT TO:<"jürgen müller"@example.org>'.encode()]
 
 
 def test_smtputf8_needed_but_not_offered_bounces(home, server):

@@ -171,10 +171,12 @@ def unquote(local):
     return bytes(out)
 
 
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+
 address_bytes = st.one_of(
     st.binary(max_size=60),
     st.lists(st.sampled_from([b"a", b"@", b".", b"..", b'"', b"\\", b"<", b">", b" ", b"\r", b"\n", b"\0",
-                              b"\xce\xb4", b"x.example", b"[1.2.3.4]"]), max_size=20).map(b"".join),
+                              b"\xce\xb4", b"\xce", b"\xe9", b"x.example", b"[1.2.3.4]"]), max_size=20).map(b"".join),
 )
 
 
@@ -202,8 +204,12 @@ def test_address_quoting(address):
     else:
         local, _, domain = recipient.rpartition(b"@")
         assert recipient == address
-        # not quoted: nothing in it may act as a bracket of the path
+        # not quoted: nothing in it may act as a bracket of the path, and it is a
+        # dot-string of RFC 6531 atext (atom bytes and UTF-8 non-ASCII characters)
         assert b"<" not in local and b">" not in local
+        if local:
+            atoms = local.decode("utf-8").split(".")
+            assert all(atom and all(not ch.isascii() or ch in ATEXT for ch in atom) for atom in atoms), local
     assert b"<" not in domain and b">" not in domain  # "<" + path + ">" stays one path
 
 
