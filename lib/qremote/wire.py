@@ -26,6 +26,8 @@ _POLLOUT = select.POLLOUT
 class Dropped(Exception):
     """The connection was closed, failed, or timed out; str() says which."""
 
+    sent = 0  # from send(): how many bytes of its data the kernel took before it failed
+
 
 class Channel:
     def __init__(self, rfd, wfd, timeout, sock=None):
@@ -48,18 +50,24 @@ class Channel:
             raise Dropped("timed out while %s" % what)
 
     def send(self, data):
+        """Write all of data, or raise Dropped with .sent: how far it got (whether the
+        final dot had started decides "Possible duplicate!")."""
         view = memoryview(data)
         deadline = time.monotonic() + self.timeout
-        while view:
-            try:
-                done = os.write(self.wfd, view)
-            except BlockingIOError:
-                self._wait(self._wpoll, deadline, "writing")
-                continue
-            except OSError as error:
-                raise Dropped("write failed: %s" % error.strerror) from None
-            view = view[done:]
-            deadline = time.monotonic() + self.timeout
+        try:
+            while view:
+                try:
+                    done = os.write(self.wfd, view)
+                except BlockingIOError:
+                    self._wait(self._wpoll, deadline, "writing")
+                    continue
+                except OSError as error:
+                    raise Dropped("write failed: %s" % error.strerror) from None
+                view = view[done:]
+                deadline = time.monotonic() + self.timeout
+        except Dropped as error:
+            error.sent = len(data) - len(view)
+            raise
 
     def _read(self, deadline):
         while True:

@@ -262,7 +262,7 @@ def test_transaction_success_only_after_2xx_to_the_dot(codes, recipients, pipeli
     try:
         for code in codes:
             if transaction.phase == BODY:
-                transaction.dot_sending()
+                transaction.final_write(3, 3)
             if replies == drop_at:
                 died = transaction.died()
                 assert died.duplicate == (transaction.phase == AFTER_DOT)

@@ -97,7 +97,9 @@ def run(channel, transaction, reporter):
 
 
 def send_message(channel, transaction):
-    """Stream fd 0 through the encoder; the last write holds the final dot."""
+    """Stream fd 0 through the encoder; the last write holds the final dot (one write,
+    so a small message and its dot leave in one segment), and the transaction learns
+    how much of it went: a drop before the dot's bytes is no possible duplicate."""
     encoder = encoding.Encoder()
     held = b""
     while True:
@@ -114,8 +116,13 @@ def send_message(channel, transaction):
         tail = encoder.finish()
     except encoding.PartialLine:
         raise failures.PartialLine() from None
-    transaction.dot_sending()
-    channel.send(held + tail)
+    last = held + tail
+    try:
+        channel.send(last)
+    except Dropped as error:
+        transaction.final_write(error.sent, len(last))
+        raise
+    transaction.final_write(len(last), len(last))
 
 
 def inspect_message(fd, want_eightbit):
