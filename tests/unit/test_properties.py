@@ -119,6 +119,23 @@ def unstuffed(body):
     return b"".join((line[1:] if line.startswith(b".") else line) + b"\n" for line in lines[:-1])
 
 
+@SETTINGS
+@given(st.data(), message_bytes)
+@example(None, b"a\r\nb\rc\n")
+def test_wire_size_is_the_encoded_size_without_stuffing(data, message):
+    """SIZE= (RFC 1870): every line end as CRLF, no dot-stuffing, no final dot; a CRLF
+    cut between two chunks is still one line end."""
+    pieces = data.draw(splits(message)) if data is not None else [message]
+    counter = encoding.WireSize()
+    for piece in pieces:
+        counter.feed(piece)
+    lines = normalised(message)
+    assert counter.size == len(lines) + lines.count(b"\n")
+    if not message or message[-1:] in (b"\n", b"\r"):
+        body = encoding.encode(message)[:-3]
+        assert counter.size == len(unstuffed(body)) + unstuffed(body).count(b"\n")
+
+
 def encode_in_pieces(pieces):
     encoder = encoding.Encoder()
     out = b"".join(encoder.feed(piece) for piece in pieces)
