@@ -6,6 +6,14 @@ the local part is quoted when it is empty, starts or ends with '.', holds "..", 
 holds a byte outside the atom set (letters, digits and !#$%&'*+-./=?^_`{|}~).
 Quoting wraps it in double quotes with a backslash before '"' and '\\'.
 
+One change from stock: RFC 6531 adds UTF-8 non-ASCII characters to atext, so a local
+part that is valid UTF-8 and a dot-string otherwise (only atom bytes besides its UTF-8
+characters, dots well placed) is sent unquoted: "jürgen"@x would keep its quotes in
+the envelope (Exim does). Such an address needs SMTPUTF8, which the transaction asks
+for (or refuses to send without). A local part with bytes that are not valid UTF-8
+(Latin-1, say) is still quoted as stock did: it is no RFC 6531 address either way, and
+quoted it at least reaches the servers that took it from stock.
+
 An angle bracket in the local part is quoted like any non-atom byte; in the domain (or
 an address without '@') it cannot be quoted, so check() refuses it (stock sends it).
 
@@ -14,7 +22,7 @@ Addresses arrive as bytes (os.fsencode of argv), so 8-bit bytes pass unchanged.
 
 from . import failures
 
-_ATOM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-./=?^_`{|}~")
+_ATOM = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-./=?^_`{|}~"
 
 
 def check(role, address):
@@ -30,8 +38,18 @@ def check(role, address):
 
 
 def _needs_quoting(local):
-    return (not local or local.startswith(b".") or local.endswith(b".") or b".." in local
-            or any(c not in _ATOM for c in local))
+    if not local or local.startswith(b".") or local.endswith(b".") or b".." in local:
+        return True
+    others = local.translate(None, _ATOM)  # the bytes outside the atom set
+    if not others:
+        return False
+    if any(c < 0x80 for c in others):
+        return True
+    try:
+        local.decode("utf-8")  # strict: no overlong form, no surrogate, nothing cut short
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def mangle(address):

@@ -29,6 +29,8 @@ class Dropped(Exception):
     peer sent a reply larger than we read (smtp.reply's ReplyTooLong), which ends the
     connection like a drop."""
 
+    sent = 0  # from send(): how many bytes of its data the kernel took before it failed
+
     def __init__(self, why, too_long=False):
         super().__init__(why)
         self.too_long = too_long
@@ -60,18 +62,24 @@ class Channel:
         return min(time.monotonic() + self.timeout, self.deadline)
 
     def send(self, data):
+        """Write all of data, or raise Dropped with .sent: how far it got (whether the
+        final dot had started decides "Possible duplicate!")."""
         view = memoryview(data)
         deadline = self._deadline()
-        while view:
-            try:
-                done = os.write(self.wfd, view)
-            except BlockingIOError:
-                self._wait(self._wpoll, deadline, "writing")
-                continue
-            except OSError as error:
-                raise Dropped("write failed: %s" % error.strerror) from None
-            view = view[done:]
-            deadline = self._deadline()
+        try:
+            while view:
+                try:
+                    done = os.write(self.wfd, view)
+                except BlockingIOError:
+                    self._wait(self._wpoll, deadline, "writing")
+                    continue
+                except OSError as error:
+                    raise Dropped("write failed: %s" % error.strerror) from None
+                view = view[done:]
+                deadline = self._deadline()
+        except Dropped as error:
+            error.sent = len(data) - len(view)
+            raise
 
     def _read(self, deadline):
         while True:

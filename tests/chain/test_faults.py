@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.chain import Home, decode_reports
-from tests.support.faultserver import (message_files, MODES, SLOW_FAULTS, FaultServer, expected, matrix,
-                                      run_chain)
+from tests.support.faultserver import (EARLY_MESSAGE_SIZE, message_files, MODES, SLOW_FAULTS, FaultServer, Expected,
+                                      early_message_file, expected, matrix, run_chain)
 
 TIMEOUT = 2          # control/timeoutremote and timeoutconnect for every case
 BOUND = TIMEOUT * 4 + 20  # seconds: against hangs, not a speed test (two cores, many cases at once)
@@ -95,6 +95,23 @@ def test_fault(outcomes, mode, stage, fault):
         assert outcome.accepted
     assert outcome.run.elapsed < BOUND, "took %.1f s" % outcome.run.elapsed
     assert outcome.run.maxrss_kb < MAX_RSS_KB, "peak RSS %d KiB" % outcome.run.maxrss_kb
+
+
+@pytest.mark.parametrize("mode", ("pipelined", "lockstep"))
+@pytest.mark.parametrize("fault", ("reset", "close"))
+def test_drop_early_in_a_one_write_body_is_no_possible_duplicate(installed, tmp_path, mode, fault):
+    """A 100 KiB message goes in one write with its final dot; the server drops the
+    connection after 1 KiB of it, while the client's write is still blocked far before
+    the dot: a plain "connection died", no "Possible duplicate!" (issue 8, item 8).
+    A drop after the dot (the matrix's "final" stage) still says it."""
+    home = Home(str(tmp_path / "home"), installed)
+    path = early_message_file(str(tmp_path))
+    assert os.path.getsize(path) <= EARLY_MESSAGE_SIZE <= 256 << 10  # one read, one write with the dot
+    outcome = deliver_with_fault(home, mode, "body_early", fault, path)
+    assert outcome.error is None, outcome.error
+    problem = Expected("rr", "Z", b"but connection died.", duplicate=False).check(outcome.reports)
+    assert problem is None, "%s: %r" % (problem, outcome.reports)
+    assert outcome.run.status == 0 and not outcome.accepted
 
 
 def test_matrix_is_complete():

@@ -42,7 +42,7 @@ def test_pipelined_delivery_wire_bytes(home, server):
     assert bytes(session.received) == (
         b"EHLO me.example\r\nMAIL FROM:<sender@src.example> SIZE=%d\r\n"
         b"RCPT TO:<good@example.org>\r\nRCPT TO:<other@example.org>\r\nDATA\r\n"
-        b"Subject: test\r\n\r\nhello\r\n..leading dot\r\n.\r\nQUIT\r\n" % len(MSG))
+        b"Subject: test\r\n\r\nhello\r\n..leading dot\r\n.\r\nQUIT\r\n" % (len(MSG) + MSG.count(b"\n")))
     assert session.batched >= 3  # MAIL, both RCPTs and DATA arrived in one go
 
 
@@ -87,18 +87,60 @@ def test_helohost_and_qmailhome_override(home, server):
 
 # --- ESMTP parameters ---
 
-def test_size_parameter_is_the_file_size(home, server):
+def wire_size(session):
+    """What the message took on the wire between 354 and the final dot, dot-stuffing
+    undone: what RFC 1870 means by the size."""
+    message, = session.messages
+    return len(message) - message.startswith(b".") - message.count(b"\r\n.")
+
+
+@pytest.mark.parametrize("ehlo", [
+    b"250-sink.test\r\n250-SIZE 100000000\r\n250 8BITMIME\r\n",  # the 8-bit pass counts the lines too
+    b"250-sink.test\r\n250 SIZE 100000000\r\n",  # no 8BITMIME: a pass of its own
+])
+@pytest.mark.parametrize("lines", [1, 7, 1000])
+def test_size_parameter_is_the_size_on_the_wire(home, server, ehlo, lines):
+    """RFC 1870: the size with CRLF line ends (the file has LF ones): +1 per line."""
+    s = routed(home, server, ehlo=ehlo)
+    message = b"Subject: size\n" + b"a" * 998 + b"\n" + b".x\n" * (lines - 2) if lines > 1 else b"a" * 999 + b"\n"
+    assert message.count(b"\n") == lines
+    deliver(home, message=message)
+    session, = s.wait_sessions()
+    assert session.commands[1] == b"MAIL FROM:<sender@src.example> SIZE=%d" % (len(message) + lines)
+    assert wire_size(session) == len(message) + lines
+
+
+def test_size_parameter_counts_every_line_end_as_the_encoder_sends_it(home, server):
+    message = b"crlf\r\nbare\rcr\nlf\n"  # CRLF stays two bytes, a bare CR becomes two
     s = routed(home, server)
-    deliver(home, message=b"a" * 999 + b"\n")
-    assert s.wait_sessions()[0].commands[1] == b"MAIL FROM:<sender@src.example> SIZE=1000"
+    deliver(home, message=message)
+    session, = s.wait_sessions()
+    assert session.commands[1] == b"MAIL FROM:<sender@src.example> SIZE=20"
+    assert wire_size(session) == 20
 
 
 def test_message_over_the_size_limit_is_bounced_unsent(home, server):
     s = routed(home, server, ehlo=b"250-sink.test\r\n250 SIZE 100\r\n")
     reports, raw = deliver(home, message=b"a" * 200 + b"\n")
-    assert reports == [("D", b"Connected to 127.0.0.1 but the message (201 bytes) is bigger than its "
+    assert reports == [("D", b"Connected to 127.0.0.1 but the message (202 bytes) is bigger than its "
                              b"SIZE limit of 100 bytes. (#5.3.4)\n")]
     assert s.wait_sessions()[0].commands == [b"EHLO me.example", b"QUIT"]
+
+
+def test_size_limit_is_checked_against_the_size_on_the_wire(home, server):
+    """100 bytes in the file, 150 with CRLF line ends: over a limit of 100."""
+    s = routed(home, server, ehlo=b"250-sink.test\r\n250 SIZE 100\r\n")
+    reports, raw = deliver(home, message=b"x\n" * 50)
+    assert reports == [("D", b"Connected to 127.0.0.1 but the message (150 bytes) is bigger than its "
+                             b"SIZE limit of 100 bytes. (#5.3.4)\n")]
+    assert s.wait_sessions()[0].commands == [b"EHLO me.example", b"QUIT"]
+
+
+def test_size_limit_met_exactly_on_the_wire_goes(home, server):
+    s = routed(home, server, ehlo=b"250-sink.test\r\n250 SIZE 150\r\n")
+    _, raw = deliver(home, message=b"x\n" * 50)
+    assert raw.endswith(b"K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0")
+    assert s.wait_sessions()[0].commands[1] == b"MAIL FROM:<sender@src.example> SIZE=150"
 
 
 @pytest.mark.parametrize("message, offered, expected", [
@@ -115,9 +157,12 @@ def test_body_8bitmime(home, server, message, offered, expected):
 
 def test_smtputf8_used_when_needed_and_offered(home, server):
     s = routed(home, server)
-    _, raw = deliver(home, "δοκιμή@example.org")
+    _, raw = deliver(home, "δοκιμή@example.org", "jürgen müller@example.org")
     assert raw.endswith(b"accepted message.\nRemote host said: 250 ok queued\n\0")
-    assert s.wait_sessions()[0].commands[1].endswith(b" SMTPUTF8")
+    commands = s.wait_sessions()[0].commands
+    assert commands[1].endswith(b" SMTPUTF8")
+    # RFC 6531 atext: a UTF-8 local part unquoted, unless it needs quotes anyway (the space)
+    assert commands[2:4] == ["RCPT TO:<δοκιμή@example.org>".encode(), 'RCPT TO:<"jürgen müller"@example.org>'.encode()]
 
 
 def test_smtputf8_needed_but_not_offered_bounces(home, server):
@@ -147,7 +192,7 @@ def test_cr_dot_cannot_end_data_early(home, server):
     assert len(session.messages) == 1
     assert session.messages[0].startswith(b"Subject: x\r\n\r\nh\r\n..\r\nMAIL FROM:<evil@example.com>\r\n")
     assert [c for c in session.commands if c.startswith(b"MAIL")] == [
-        b"MAIL FROM:<sender@src.example> SIZE=%d" % len(evil)]
+        b"MAIL FROM:<sender@src.example> SIZE=%d" % (len(evil) + evil.count(b"\n") + 1)]  # "h\r." a bare CR
 
 
 def test_partial_final_line(home, server):

@@ -15,8 +15,12 @@ Over STARTTLS (FaultServer(tls=(certfile, keyfile)): EHLO offers STARTTLS), thre
   ehlo_tls  the reply to EHLO (and HELO) inside TLS
 and the stages mail..final are then served inside TLS. tls_matrix() lists the TLS cases
 (with the tlsstrictness each runs at) and expected_tls() their rules (doc/starttls.html).
-One stage outside the matrix: ("quit", "hold") never answers QUIT and keeps the connection
-open, blind to the client's close (the hygiene tests' server that never lets go).
+Two stages outside the matrix: ("quit", "hold") never answers QUIT and keeps the connection
+open, blind to the client's close (the hygiene tests' server that never lets go); and
+("body_early", fault) strikes after 1 KiB of the message (BODY_EARLY_READ), with a receive
+window and a segment size kept small (EARLY_RCVBUF, EARLY_MSS) so that the client cannot
+hand a whole EARLY_MESSAGE_SIZE message and its final dot to its kernel before the fault: a
+message that fits in one read of the client, sent with its dot in one write.
 
 Modes (what the server's EHLO offers), each with the whole matrix:
   pipelined  EHLO with PIPELINING: MAIL, the RCPTs and DATA in one write
@@ -104,6 +108,13 @@ BODY_READ_BEFORE_FAULT = 64 * 1024
 # The body stage needs a message larger than both loopback socket buffers together, so
 # that the client is still writing it when the fault comes (the dot not yet sent).
 BIG_MESSAGE_SIZE = 24 << 20
+BODY_EARLY_READ = 1024
+EARLY_MESSAGE_SIZE = 100 << 10
+# On loopback the client's send buffer starts near 4 MB (the 64 KiB MSS makes it so); an
+# MSS of 536 brings it down to about 64 KiB and a 1 KiB receive buffer closes the window:
+# the client's kernel then takes some 30-45 KiB of the message, not all of it.
+EARLY_RCVBUF = 1024
+EARLY_MSS = 536
 
 
 # --- the rules ---
@@ -208,6 +219,16 @@ def expected(stage, fault):
         return Expected(mine + "r" if stage == "rcpt1" else "r" + mine, "K", b"accepted message.")
     letter = "D" if permanent and stage in ("mail", "data", "final") else "Z"
     return Expected(before, letter, REPLY_TEXT[stage])
+
+
+def early_message_file(directory):
+    """A message of EARLY_MESSAGE_SIZE bytes in a file, for the body_early stage."""
+    path = os.path.join(directory, "early")
+    line = b"x" * 76 + b"\n"
+    head = b"Subject: early\n\n"
+    with open(path, "wb") as out:
+        out.write(head + line * ((EARLY_MESSAGE_SIZE - len(head)) // len(line)))
+    return path
 
 
 def message_files(directory, message):
@@ -360,6 +381,9 @@ class FaultServer(Stoppable):
         self.host = host
         self.patience = patience
         self.listener = listening(host)
+        if fault and fault[0] == "body_early":  # inherited by accepted sockets, before the SYN comes
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EARLY_RCVBUF)
+            self.listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, EARLY_MSS)
         self.port = self.listener.getsockname()[1]
         self.sessions = []
         self.stopping = False
@@ -468,7 +492,9 @@ class FaultServer(Stoppable):
                     sent = self._reply(conn, "data", stage_of_fault, kind, deadline)
                     if sent[:1] not in (b"2", b"3"):  # a wrong-class 250 still takes the message
                         continue
-                    self._body(conn, buffer, stage_of_fault == "body" and kind, deadline)
+                    early = stage_of_fault == "body_early"
+                    self._body(conn, buffer, stage_of_fault in ("body", "body_early") and kind, deadline,
+                               BODY_EARLY_READ if early else BODY_READ_BEFORE_FAULT)
                     self._reply(conn, "final", stage_of_fault, kind, deadline, session=session)
                 elif verb == b"QUIT":
                     if (stage_of_fault, kind) == ("quit", "hold"):
@@ -612,8 +638,8 @@ class FaultServer(Stoppable):
         del buffer[:end + 1]
         return line
 
-    def _body(self, conn, buffer, fault, deadline):
-        """Read the message up to its terminator; a body fault strikes after 64 KiB of it."""
+    def _body(self, conn, buffer, fault, deadline, read_before=BODY_READ_BEFORE_FAULT):
+        """Read the message up to its terminator; a body fault strikes after read_before bytes of it."""
         seen = 0
         buffer[0:0] = b"\r\n"  # the DATA line's end: so an empty message ends at its first "\r\n.\r\n"
         while True:
@@ -621,7 +647,7 @@ class FaultServer(Stoppable):
             if end >= 0:
                 del buffer[:end + 5]
                 return
-            if fault and seen >= BODY_READ_BEFORE_FAULT:
+            if fault and seen >= read_before:
                 if fault == "stall":
                     self._stop_reading(conn, deadline)
                 self._connection_fault(conn, fault, deadline)

@@ -85,7 +85,7 @@ def test_unsafe_argument_is_a_value_error():
     # the rest of section 4's rule
     (b"trail.@example.org", b'"trail."@example.org'),
     (b"back\\slash@example.org", b'"back\\\\slash"@example.org'),
-    (b"\xce\xb4@example.org", b'"\xce\xb4"@example.org'),  # a byte >= 128 forces quoting
+    (b"\xe9@example.org", b'"\xe9"@example.org'),  # a byte >= 128 that is not UTF-8 forces quoting
     (b"tab\there@example.org", b'"tab\there"@example.org'),
     (b"(c)@example.org", b'"(c)"@example.org'),
     (b"a,b:c;d@example.org", b'"a,b:c;d"@example.org'),
@@ -97,6 +97,27 @@ def test_unsafe_argument_is_a_value_error():
     (b'"already"@example.org', b'"\\"already\\""@example.org'),
 ])
 def test_mangle_as_stock(address, sent):
+    assert addresses.mangle(address) == sent
+
+
+# RFC 6531: atext takes UTF-8 non-ASCII characters too, so a UTF-8 local part goes unquoted
+# unless it needs quoting for another reason; bytes that are not UTF-8 are quoted as stock did.
+@pytest.mark.parametrize("address, sent", [
+    ("jürgen@exim.test".encode(), "jürgen@exim.test".encode()),
+    ("δοκιμή.user+tag@example.org".encode(), "δοκιμή.user+tag@example.org".encode()),
+    ("用户@例子.广告".encode(), "用户@例子.广告".encode()),
+    ("😀@example.org".encode(), "😀@example.org".encode()),  # 4-byte UTF-8
+    ("jürgen müller@exim.test".encode(), '"jürgen müller"@exim.test'.encode()),  # the space
+    (".jürgen@exim.test".encode(), '".jürgen"@exim.test'.encode()),
+    ("jür..gen@exim.test".encode(), '"jür..gen"@exim.test'.encode()),
+    ('jü"rgen@exim.test'.encode(), '"jü\\"rgen"@exim.test'.encode()),
+    (b"j\xfcrgen@exim.test", b'"j\xfcrgen"@exim.test'),  # Latin-1: not UTF-8
+    (b"j\xc3@exim.test", b'"j\xc3"@exim.test'),  # a UTF-8 sequence cut short
+    (b"\xc0\xae@exim.test", b'"\xc0\xae"@exim.test'),  # overlong form of '.'
+    (b"\xed\xa0\x80@exim.test", b'"\xed\xa0\x80"@exim.test'),  # a UTF-16 surrogate
+    (b"\x80x@exim.test", b'"\x80x"@exim.test'),  # a lone continuation byte
+])
+def test_mangle_utf8_local_part(address, sent):
     assert addresses.mangle(address) == sent
 
 

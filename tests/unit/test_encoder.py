@@ -3,6 +3,7 @@ bare CRs, chunk boundaries and the terminator, byte for byte."""
 
 import pytest
 
+from qremote.smtp import encoder as encoding
 from qremote.smtp.encoder import Encoder, PartialLine, encode
 
 
@@ -186,3 +187,23 @@ def test_partial_final_line_after_a_chunk_boundary():
 
 def test_8_bit_and_nul_bytes_pass_unchanged():
     assert encode(b"\xff\x00\xe9\n") == b"\xff\x00\xe9\r\n.\r\n"
+
+
+# --- SIZE= (RFC 1870): the size with CRLF line ends ---
+
+@pytest.mark.parametrize("pieces, size", [
+    ([b""], 0),
+    ([b"a\n"], 3),
+    ([b"a\nb\n"], 6),
+    ([b"a\r\n"], 3),  # a CRLF stays one line end
+    ([b"a\r", b"\n"], 3),  # ... also cut between two chunks
+    ([b"a\rb\n"], 6),  # a bare CR is a line end too
+    ([b"a\r"], 3),  # a last CR is sent as CRLF
+    ([b".a\n..\n"], 8),  # dot-stuffing is not counted
+    ([b"a\n", b"", b"\n"], 5),
+])
+def test_wire_size(pieces, size):
+    counter = encoding.WireSize()
+    for piece in pieces:
+        counter.feed(piece)
+    assert counter.size == size

@@ -119,6 +119,23 @@ def unstuffed(body):
     return b"".join((line[1:] if line.startswith(b".") else line) + b"\n" for line in lines[:-1])
 
 
+@SETTINGS
+@given(st.data(), message_bytes)
+@example(None, b"a\r\nb\rc\n")
+def test_wire_size_is_the_encoded_size_without_stuffing(data, message):
+    """SIZE= (RFC 1870): every line end as CRLF, no dot-stuffing, no final dot; a CRLF
+    cut between two chunks is still one line end."""
+    pieces = data.draw(splits(message)) if data is not None else [message]
+    counter = encoding.WireSize()
+    for piece in pieces:
+        counter.feed(piece)
+    lines = normalised(message)
+    assert counter.size == len(lines) + lines.count(b"\n")
+    if not message or message[-1:] in (b"\n", b"\r"):
+        body = encoding.encode(message)[:-3]
+        assert counter.size == len(unstuffed(body)) + unstuffed(body).count(b"\n")
+
+
 def encode_in_pieces(pieces):
     encoder = encoding.Encoder()
     out = b"".join(encoder.feed(piece) for piece in pieces)
@@ -171,10 +188,12 @@ def unquote(local):
     return bytes(out)
 
 
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+
 address_bytes = st.one_of(
     st.binary(max_size=60),
     st.lists(st.sampled_from([b"a", b"@", b".", b"..", b'"', b"\\", b"<", b">", b" ", b"\r", b"\n", b"\0",
-                              b"\xce\xb4", b"x.example", b"[1.2.3.4]"]), max_size=20).map(b"".join),
+                              b"\xce\xb4", b"\xce", b"\xe9", b"x.example", b"[1.2.3.4]"]), max_size=20).map(b"".join),
 )
 
 
@@ -202,8 +221,12 @@ def test_address_quoting(address):
     else:
         local, _, domain = recipient.rpartition(b"@")
         assert recipient == address
-        # not quoted: nothing in it may act as a bracket of the path
+        # not quoted: nothing in it may act as a bracket of the path, and it is a
+        # dot-string of RFC 6531 atext (atom bytes and UTF-8 non-ASCII characters)
         assert b"<" not in local and b">" not in local
+        if local:
+            atoms = local.decode("utf-8").split(".")
+            assert all(atom and all(not ch.isascii() or ch in ATEXT for ch in atom) for atom in atoms), local
     assert b"<" not in domain and b">" not in domain  # "<" + path + ">" stays one path
 
 
@@ -256,7 +279,7 @@ def test_transaction_success_only_after_2xx_to_the_dot(codes, recipients, pipeli
     try:
         for code in codes:
             if transaction.phase == BODY:
-                transaction.dot_sending()
+                transaction.final_write(3, 3)
             if replies == drop_at:
                 died = transaction.died()
                 assert died.duplicate == (transaction.phase == AFTER_DOT)

@@ -45,7 +45,7 @@ def test_plain_transaction_step_by_step():
     assert t.phase == DATA
     assert t.receive(reply(b"354 go ahead\r\n")) == b""
     assert t.phase == BODY
-    t.dot_sending()
+    t.final_write(100, 100)
     assert t.phase == AFTER_DOT
     assert t.receive(reply(b"250 2.0.0 queued as 1234\r\n")) == b""
     assert t.phase == DONE
@@ -82,7 +82,7 @@ def test_pipelining_replies_are_read_in_order_and_send_nothing_more():
     assert [t.receive(r) for r in replies] == [b""] * 5
     assert t.phase == BODY
     assert [letter for letter, _ in t.take_reports()] == [failures.RCPT_OK, failures.RCPT_PERM, failures.RCPT_TEMP]
-    t.dot_sending()
+    t.final_write(100, 100)
     assert t.receive(ok()) == b""
     assert t.phase == DONE
 
@@ -240,7 +240,7 @@ def at_dot(caps=PLAIN):
     t.receive(ok())
     t.receive(ok())
     t.receive(reply(b"354 go\r\n"))
-    t.dot_sending()
+    t.final_write(100, 100)
     return t
 
 
@@ -275,6 +275,37 @@ def test_anything_else_after_the_dot_is_failure(raw, letter):
 
 # --- a lost connection: a possible duplicate only after the dot (rule 1) ---
 
+TOTAL = 100 * 1024 + 3  # a 100 KiB body and ".\r\n" in one write
+
+
+@pytest.mark.parametrize("sent, duplicate", [
+    (0, False),
+    (1024, False),  # the server reset after 1 KiB (issue 8, item 8)
+    (TOTAL - 3, False),  # the whole body, not a byte of the dot
+    (TOTAL - 2, True),  # the dot's first byte went to the kernel
+    (TOTAL - 1, True),
+    (TOTAL, True),  # the whole write went: waiting for the reply
+])
+def test_died_during_the_last_write_is_a_possible_duplicate_only_once_the_dot_started(sent, duplicate):
+    t = transaction(recipients=[b"a@y"])
+    t.opening()
+    t.receive(ok())
+    t.receive(ok())
+    t.receive(reply(b"354 go\r\n"))
+    t.final_write(sent, TOTAL)
+    assert t.phase == (AFTER_DOT if duplicate else BODY)
+    died = t.died(b"write failed: Connection reset by peer")
+    assert died.duplicate == duplicate
+    assert (b"Possible duplicate!" in died.text()) == duplicate
+
+
+def test_final_write_outside_the_body_changes_nothing():
+    t = transaction(recipients=[b"a@y"])
+    t.opening()
+    t.final_write(10, 10)
+    assert t.phase == MAIL and not t.died().duplicate
+
+
 def test_died_is_a_possible_duplicate_only_after_the_dot():
     t = transaction(recipients=[b"a@y"])
     seen = {}
@@ -286,7 +317,7 @@ def test_died_is_a_possible_duplicate_only_after_the_dot():
     seen[t.phase] = t.died()
     t.receive(reply(b"354 go\r\n"))
     seen[t.phase] = t.died(b"EPIPE")
-    t.dot_sending()
+    t.final_write(100, 100)
     seen[t.phase] = t.died()
     t.receive(ok())
     seen[t.phase] = t.died()

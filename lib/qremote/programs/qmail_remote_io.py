@@ -37,7 +37,7 @@ def deliver(argv, reporter):
         raise failures.NoChannel(PROGRAM, options.fdr, options.fdw, error.strerror) from None
     try:
         capabilities = opening(channel, ip, options)
-        size, eightbit = inspect_message(0, "8BITMIME" in capabilities)
+        size, eightbit = inspect_message(0, "8BITMIME" in capabilities, "SIZE" in capabilities)
         transaction = Transaction(ip, sender, recipients, capabilities, size, eightbit)
         run(channel, transaction, reporter)
     except failures.Failure as failure:
@@ -93,7 +93,9 @@ def run(channel, transaction, reporter):
 
 
 def send_message(channel, transaction):
-    """Stream fd 0 through the encoder; the last write holds the final dot."""
+    """Stream fd 0 through the encoder; the last write holds the final dot (one write,
+    so a small message and its dot leave in one segment), and the transaction learns
+    how much of it went: a drop before the dot's bytes is no possible duplicate."""
     encoder = encoding.Encoder()
     held = b""
     while True:
@@ -110,16 +112,25 @@ def send_message(channel, transaction):
         tail = encoder.finish()
     except encoding.PartialLine:
         raise failures.PartialLine() from None
-    transaction.dot_sending()
-    channel.send(held + tail)
+    last = held + tail
+    try:
+        channel.send(last)
+    except Dropped as error:
+        transaction.final_write(error.sent, len(last))
+        raise
+    transaction.final_write(len(last), len(last))
 
 
-def inspect_message(fd, want_eightbit):
+def inspect_message(fd, want_eightbit, want_size):
     """(size for SIZE=, whether BODY=8BITMIME is due), without moving fd's offset.
 
-    size is known only for a regular file (qmail-rspawn gives one). For a pipe the
-    8-bit question cannot be answered in advance, so BODY=8BITMIME is declared
-    whenever the server offers it: that is harmless for a 7-bit message.
+    Both come from one pread() pass over a regular file (qmail-rspawn gives one), made
+    when the server offers SIZE or 8BITMIME: the size is the message's size on the wire
+    (every line end CRLF, RFC 1870), the same for SIZE= and the check against the
+    server's limit; the pass stops at the first 8-bit byte when the size is not wanted.
+    The size is None when the server does not offer SIZE. For a pipe neither can be
+    known in advance: no size, and BODY=8BITMIME whenever the server offers it, which
+    is harmless for a 7-bit message.
     """
     try:
         os.set_blocking(fd, True)
@@ -129,9 +140,10 @@ def inspect_message(fd, want_eightbit):
         offset = os.lseek(fd, 0, os.SEEK_CUR)
     except OSError:
         return None, want_eightbit
-    size = max(0, st.st_size - offset)
-    if not want_eightbit:
-        return size, False
+    if not want_size and not want_eightbit:
+        return None, False  # no SIZE offered: no SIZE=, no limit to check
+    counter = encoding.WireSize() if want_size else None
+    eightbit = False
     position = offset
     while True:
         try:
@@ -139,7 +151,12 @@ def inspect_message(fd, want_eightbit):
         except OSError:
             raise failures.MessageUnreadable() from None
         if not chunk:
-            return size, False
-        if not chunk.isascii():
-            return size, True
+            break
+        if want_eightbit and not eightbit and not chunk.isascii():
+            eightbit = True
+            if counter is None:
+                break
+        if counter is not None:
+            counter.feed(chunk)
         position += len(chunk)
+    return (counter.size if counter is not None else None), eightbit

@@ -70,6 +70,27 @@ class Encoder:
         return tail + END_OF_DATA
 
 
+class WireSize:
+    """The message size RFC 1870 wants in SIZE=: its bytes with every line end sent as
+    CRLF, as the encoder sends them (an LF, a CRLF, a bare CR: each two bytes), without
+    the dot-stuffing or the final dot. Fed the message chunk by chunk; C-speed counts."""
+
+    def __init__(self):
+        self.size = 0
+        self.after_cr = False  # the last chunk ended with a CR: an LF next completes a CRLF
+
+    def feed(self, chunk):
+        if not chunk:
+            return
+        added = chunk.count(b"\n")  # LF -> CRLF
+        if b"\r" in chunk:  # rare in a queued message: a bare CR -> CRLF, a CRLF stays
+            added += chunk.count(b"\r") - 2 * chunk.count(b"\r\n")
+        if self.after_cr and chunk[0] == 0x0A:  # a CRLF cut in two, counted +1 twice above
+            added -= 2
+        self.after_cr = chunk[-1] == 0x0D
+        self.size += len(chunk) + added
+
+
 def encode(message):
     """The whole DATA form of a message held in memory (tests and tools)."""
     encoder = Encoder()

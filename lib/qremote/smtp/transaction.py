@@ -2,13 +2,16 @@
 
 It starts after EHLO (or HELO) and ends with the reply to the final dot. The I/O
 shell (qmail_remote_io.py) sends what opening() and receive() return, streams the
-message when the phase is BODY, calls dot_sending() before the bytes holding the
-final dot leave, and asks died() what a lost connection means at that moment.
+message when the phase is BODY, tells final_write() how much of the write that
+holds the final dot the kernel took, and asks died() what a lost connection means
+at that moment.
 
 Rules:
 1. The phase is one value; "Possible duplicate!" follows from it: only AFTER_DOT,
-   from just before ".\\r\\n" is written until its reply is read, makes a lost
-   connection a possible duplicate.
+   from the moment a byte of the final ".\\r\\n" has been handed to the kernel until
+   its reply is read, makes a lost connection a possible duplicate. A write that
+   fails before it reached the dot leaves the phase BODY: the server cannot have
+   taken a message whose end it never got, so that is a plain "connection died".
 2. Success (phase DONE) only after a 2xx reply to the final dot: a 3xx there is no
    valid answer (RFC 5321 section 4.3.2), so it is a temporary failure, where stock
    says K. A malformed reply is never success (reply.py rule 2). DATA goes on to the
@@ -103,9 +106,12 @@ class Transaction:
         reports, self._reports = self._reports, []
         return reports
 
-    def dot_sending(self):
-        """The bytes holding the final dot are about to be written."""
-        self.phase = AFTER_DOT
+    def final_write(self, sent, total):
+        """The shell's last write of the message (total bytes, ending with the final
+        ".\\r\\n") handed sent bytes to the kernel: all of them, or fewer when it failed.
+        From the first byte of the dot on, the server may take the message."""
+        if self.phase == BODY and sent > total - len(commands.END_OF_DATA):
+            self.phase = AFTER_DOT
 
     def died(self, why=b"", too_long=False):
         """What a lost connection (or a timeout, or an endless reply) means now."""
