@@ -320,6 +320,15 @@ def test_a_symlink_as_the_lock_is_not_followed(home, server):
     assert not os.path.lexists(victim) and os.path.islink(lock)
 
 
+def test_a_fifo_as_the_lock_does_not_hang(home, server):
+    s = routed(home, server)
+    os.mkfifo(os.path.join(home.path, "run", "qmail-remote", "smtproutes.lock"))
+    # the timeout is a hang guard: opening a FIFO to write waits for a reader
+    reports, raw = home.remote("example.org", "s@src.example", "a@example.org", timeout=30)
+    assert delivered(reports), raw
+    assert s.wait_sessions()
+
+
 def test_a_symlink_as_the_temporary_file_is_not_written_through(home, server):
     s = routed(home, server)
     victim = home.message_file(b"precious\n", "victim")
