@@ -12,27 +12,35 @@ Lookup, as stock: the whole host, then each suffix starting at a '.', left to ri
 (`.sub.example.org`, `.example.org`, `.org`), then the empty key (the default).
 
 The cache: run/qmail-remote/smtproutes.cdb holds the parsed table and a stamp of the
-text it came from (mtime in ns, size, inode). When the text's stamp differs, the next
-delivery rebuilds it under an exclusive lock on smtproutes.lock, writing a temporary
-file and renaming it over the cdb, so a reader sees the old table or the new one,
-never half of one. A stamp, not "newer than": an edit made while a compile was
-running would otherwise be missed forever. If the run directory cannot be written,
-deliveries parse the text directly; a corrupt cdb is rebuilt (also one whose stamp
-matches but whose value for the host does not decode), and anything but a regular file
-in its place is ignored (opened non-blocking: a FIFO cannot hang a delivery).
+text it came from (device, inode, size, mtime and ctime in ns: the ctime changes on any
+write or chmod, even one that restores size and mtime, as `cp -p` does). When the
+text's stamp differs, the next delivery rebuilds it under an exclusive lock on
+smtproutes.lock, writing a temporary file and renaming it over the cdb, so a reader
+sees the old table or the new one, never half of one. A stamp, not "newer than": an
+edit made while a compile was running would otherwise be missed forever. The text is
+opened on every delivery, cache or not, so one that cannot be read is the usual Z.
+
+The cdb is never trusted: lookups are bounded and checked (cdbread), and any
+inconsistency (also a value that does not decode) rebuilds it. If the run directory
+cannot be written, deliveries parse the text directly. Nothing in the run directory
+is reached through a link: the cdb and the lock are opened with O_NOFOLLOW (and
+non-blocking: a FIFO cannot hang a delivery), anything but a regular file is ignored,
+the temporary file is created with O_EXCL. As root (a run by hand), the files it
+creates are given to the run directory's owner and group, so that qmailr can go on
+rebuilding the cache.
 """
 
 import mmap
 import os
 import stat
 
-from . import control, failures
+from . import cdbread, control, failures
 from .paths import CONTROL, RUN
 from .tcpto import lock as lock_within  # the one flock-with-a-deadline
 
 SOURCE = os.path.join(CONTROL, "smtproutes")
-CDB = os.path.join(RUN, "smtproutes.cdb")
-LOCK = os.path.join(RUN, "smtproutes.lock")
+CDB_NAME, LOCK_NAME = "smtproutes.cdb", "smtproutes.lock"  # in RUN
+CDB = os.path.join(RUN, CDB_NAME)
 LOCK_WAIT = 5.0  # seconds; a compile takes milliseconds: longer means a stuck holder
 _STAMP_KEY = b"\0qremote-smtproutes-stamp"  # no domain starts with NUL: no clash
 
@@ -124,18 +132,41 @@ def lookup_in(get, host):
 
 
 def stamp_of(st):
-    return b"%d %d %d" % (st.st_mtime_ns, st.st_size, st.st_ino)
+    return b"%d %d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+_NOT_A_FILE = b"not a regular file"  # the stamp of no cdb: the text is read, and refused
+
+
+def source_stamp():
+    """The stamp of control/smtproutes, or None if there is none.
+
+    Opened, not just stat'ed: a file that cannot be read any more (its mode, or a group
+    the user lost) is a Z even while the cdb built from it is current.
+    """
+    try:
+        fd = os.open(SOURCE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise failures.ControlUnreadable("smtproutes", error.strerror) from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return stamp_of(st) if stat.S_ISREG(st.st_mode) else _NOT_A_FILE
 
 
 # --- the cdb cache ---
 
 def _open_cdb(stamp):
-    """A lookup function over the cdb if it exists, is sound, and matches stamp; else None."""
-    from cdblib import Reader
+    """A lookup function over the cdb if it exists, is sound, and matches stamp; else None.
 
+    The function raises cdbread.Corrupt (a ValueError) when the lookup meets damage.
+    """
     try:
         # O_NONBLOCK: a FIFO put in its place must not hang the delivery in open()
-        fd = os.open(CDB, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(CDB, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -147,32 +178,82 @@ def _open_cdb(stamp):
     finally:
         os.close(fd)
     try:
-        reader = Reader(data=data)
-        if reader.get(_STAMP_KEY) != stamp:
+        if cdbread.get(data, _STAMP_KEY) != stamp:
             return None
-    except Exception:  # a truncated or corrupt cdb: rebuild it
+    except cdbread.Corrupt:
         return None
-    return reader.get
+    return lambda key: cdbread.get(data, key)
 
 
-def _write_cdb(table, stamp):
-    from cdblib import Writer
+def _lock_run_directory():
+    """(run directory fd, locked lock fd, owner for new files or None), or None: no cache.
 
-    temp = "%s.tmp%d" % (CDB, os.getpid())
+    The lock is opened read-only (flock needs no more), so a lock file left by another
+    user is still usable; a link or anything but a regular file there means no cache.
+    """
     try:
-        with open(temp, "wb") as out:
+        run = os.open(RUN, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # run directory missing or not ours: deliver without the cache
+    lock = None
+    try:
+        owner = None
+        if os.geteuid() == 0:  # by hand: what we create must stay replaceable by qmailr
+            st = os.fstat(run)
+            owner = st.st_uid, st.st_gid
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            lock = os.open(LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=run)
+        except FileExistsError:
+            lock = os.open(LOCK_NAME, flags, dir_fd=run)
+            if not stat.S_ISREG(os.fstat(lock).st_mode):
+                os.close(lock)
+                os.close(run)
+                return None
+        else:
+            if owner is not None:  # only a file we created: never one found there
+                try:
+                    os.fchown(lock, *owner)
+                except OSError:
+                    os.unlink(LOCK_NAME, dir_fd=run)
+                    raise
+        lock_within(lock, LOCK_WAIT)  # held too long by another delivery: OSError
+        return run, lock, owner
+    except OSError:
+        if lock is not None:
+            os.close(lock)
+        os.close(run)
+        return None
+
+
+def _write_cdb(run, owner, table, stamp):
+    temp = "%s.tmp%d" % (CDB_NAME, os.getpid())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, 0o644, dir_fd=run)
+    except FileExistsError:
+        # left by a dead delivery that had our pid, or planted: we hold the lock, so no
+        # live writer uses this name; unlink removes the name (a link), never a target
+        os.unlink(temp, dir_fd=run)
+        fd = os.open(temp, flags, 0o644, dir_fd=run)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            from cdblib import Writer
+
             writer = Writer(out)
             writer.put(_STAMP_KEY, stamp)
             for key, route in table.items():
                 writer.put(key, route.encode() if route is not MX else b"")
             writer.finalize()
             out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.rename(temp, CDB)
+            os.fchmod(fd, 0o644)
+            if owner is not None:
+                os.fchown(fd, *owner)
+            os.fsync(fd)
+        os.rename(temp, CDB_NAME, src_dir_fd=run, dst_dir_fd=run)
     except BaseException:
         try:
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=run)
         except OSError:
             pass
         raise
@@ -180,14 +261,9 @@ def _write_cdb(table, stamp):
 
 def _read_source():
     """(stamp, lines) of the text, or (None, None) when there is no smtproutes."""
-    try:
-        st = os.stat(SOURCE)
-    except FileNotFoundError:
-        return None, None
-    except OSError as error:
-        raise failures.ControlUnreadable("smtproutes", error.strerror) from None
-    lines = control.read_lines("smtproutes")
-    return stamp_of(st), lines
+    stamp = source_stamp()  # before the content: a later edit only makes the cdb stale
+    lines = None if stamp is None else control.read_lines("smtproutes")
+    return (None, None) if lines is None else (stamp, lines)
 
 
 def _table_getter(table):
@@ -202,47 +278,37 @@ def _table_getter(table):
 def load(rebuild=False):
     """A get(key) -> encoded value function for the current routes, or None if none.
 
-    Fast path: the cdb matches the text; no lock, one stat, one mmap. Slow path: take
-    the lock, check again (another delivery may have just rebuilt it), compile.
-    rebuild: the cdb matched but held a value that does not decode; compile anyway.
+    Fast path: the cdb matches the text; no lock, one open of the text, one mmap. Slow
+    path: take the lock, check again (another delivery may have just rebuilt it),
+    compile. rebuild: the cdb matched but turned out damaged; compile anyway.
     """
-    try:
-        st = os.stat(SOURCE)
-    except FileNotFoundError:
+    stamp = source_stamp()
+    if stamp is None:
         return None
-    except OSError as error:
-        raise failures.ControlUnreadable("smtproutes", error.strerror) from None
-    get = None if rebuild else _open_cdb(stamp_of(st))
+    get = None if rebuild else _open_cdb(stamp)
     if get is not None:
         return get
+    locked = _lock_run_directory()
     try:
-        lock = os.open(LOCK, os.O_WRONLY | os.O_CREAT, 0o644)
-    except OSError:
-        lock = None  # run directory missing or not ours: deliver without the cache
-    try:
-        if lock is not None:
-            try:
-                lock_within(lock, LOCK_WAIT)
-            except OSError:  # held too long by another delivery: do without the cache
-                os.close(lock)
-                lock = None
         stamp, lines = _read_source()
         if stamp is None:
             return None
-        if lock is not None and not rebuild:
+        if locked is not None and not rebuild:
             get = _open_cdb(stamp)
             if get is not None:
                 return get
         table = parse(lines)
-        if lock is not None:
+        if locked is not None:
+            run, _, owner = locked
             try:
-                _write_cdb(table, stamp)
+                _write_cdb(run, owner, table, stamp)
             except OSError:
                 pass  # cannot cache it this time: the table in memory still serves
         return _table_getter(table)
     finally:
-        if lock is not None:
-            os.close(lock)
+        if locked is not None:
+            os.close(locked[1])
+            os.close(locked[0])
 
 
 def route_for(host):
@@ -250,10 +316,10 @@ def route_for(host):
     get = load()
     if get is None:
         return MX
-    value = lookup_in(get, host)
     try:
+        value = lookup_in(get, host)
         return MX if value is None else Route.decode(value)
-    except ValueError:  # a damaged cdb whose stamp still matches: compile the text again
+    except ValueError:  # cdbread.Corrupt or a value that does not decode: compile the text again
         get = load(rebuild=True)
         value = None if get is None else lookup_in(get, host)
         return MX if value is None else Route.decode(value)

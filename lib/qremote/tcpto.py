@@ -34,7 +34,8 @@ So an address is avoided for about an hour after two timeouts at least two minut
 apart with no connection in between. The table is keyed by address, not port.
 
 Locking, as stock: the file is opened write-only (no create, non-blocking) and
-flock'ed exclusively; it is read through a separate read-only fd; a change is one
+flock'ed exclusively (tcpto6, in qremote's run directory, is never reached through a
+symlink planted there: O_NOFOLLOW; queue/lock/tcpto is opened as stock opens it); it is read through a separate read-only fd; a change is one
 record-sized write at its offset on the locked fd. Stock waits for the lock forever;
 here a delivery waits at most LOCK_WAIT seconds, then goes on as if the file were
 missing. Any OSError does the same: a delivery never fails because of tcpto.
@@ -203,9 +204,9 @@ def lock(fd, wait=None):
             time.sleep(0.01)
 
 
-def open_lock(path, wait=None):
-    """The lock fd: path opened write-only (never created) and locked."""
-    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_lock(path, wait=None, flags=0):
+    """The lock fd: path opened write-only (never created, plus flags) and locked."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     try:
         lock(fd, wait)
     except BaseException:
@@ -214,9 +215,9 @@ def open_lock(path, wait=None):
     return fd
 
 
-def read_table(path, layout):
+def read_table(path, layout, flags=0):
     """The first table_size bytes of path, read through their own fd in one read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     try:
         return os.read(fd, layout.table_size)
     finally:
@@ -231,6 +232,7 @@ class Backoff:
 
     def __init__(self, tcpto=paths.TCPTO, tcpto6=TCPTO6, clock=time.time, pid=None, lock_wait=LOCK_WAIT):
         self.files = {IPV4: tcpto, IPV6: tcpto6}
+        self.open_flags = {IPV4: 0, IPV6: os.O_NOFOLLOW}  # tcpto6 lives in our run directory
         self.clock = clock
         self.pid = os.getpid() if pid is None else pid
         self.lock_wait = lock_wait
@@ -243,11 +245,11 @@ class Backoff:
             return False
         layout, address = key
         self.was_there[key] = False
-        path = self.files[layout]
+        path, flags = self.files[layout], self.open_flags[layout]
         try:
-            fd = open_lock(path, self.lock_wait)
+            fd = open_lock(path, self.lock_wait, flags)
             try:
-                table = read_table(path, layout)
+                table = read_table(path, layout, flags)
             finally:
                 os.close(fd)
         except OSError:
@@ -261,11 +263,11 @@ class Backoff:
         if key is None or not (timed_out or self.was_there.get(key)):
             return
         layout, address = key
-        path = self.files[layout]
+        path, flags = self.files[layout], self.open_flags[layout]
         try:
-            fd = open_lock(path, self.lock_wait)
+            fd = open_lock(path, self.lock_wait, flags)
             try:
-                change = update(layout, read_table(path, layout), address, bool(timed_out), int(self.clock()))
+                change = update(layout, read_table(path, layout, flags), address, bool(timed_out), int(self.clock()))
                 if change is not None:
                     offset, record = change
                     os.lseek(fd, offset, os.SEEK_SET)

@@ -9,6 +9,7 @@ import pwd
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -231,6 +232,67 @@ def test_damaged_cdb_is_rebuilt(home, server, damage):
     assert_sound_cdb(home, s.port)
 
 
+STAMP_KEY = b"\0qremote-smtproutes-stamp"  # routes._STAMP_KEY
+
+
+def djb_hash(key):
+    h = 5381
+    for c in key:
+        h = ((h << 5) + h ^ c) & 0xFFFFFFFF
+    return h
+
+
+def slots_of(data, key):
+    """(hash of key, position of the first slot of its hash table, slot count)."""
+    h = djb_hash(key)
+    table, count = struct.unpack_from("<LL", data, (h & 255) * 8)
+    return h, table, count
+
+
+def damage_full_table(key):
+    """Every slot of key's hash table taken by a record of another hash: no empty slot
+    ends the probe (pure-cdb's Reader looped forever on it)."""
+    def damage(path):
+        with open(path, "r+b") as f:
+            h, table, count = slots_of(f.read(), key)
+            assert count, "no hash table for %r" % key
+            f.seek(table)
+            f.write(struct.pack("<LL", h ^ 0x100, 2048) * count)
+    return damage
+
+
+def damage_record_pointer(where):
+    """The right stamp, but example.org's slot points at (or past) the end of the file
+    (pure-cdb: "unpack requires a buffer of 8 bytes")."""
+    def damage(path):
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            data = f.read()
+            h, table, count = slots_of(data, b"example.org")
+            for slot in range(table, table + 8 * count, 8):
+                if struct.unpack_from("<L", data, slot)[0] == h:
+                    f.seek(slot + 4)
+                    f.write(struct.pack("<L", where(size)))
+                    return
+            raise AssertionError("example.org is not in the cdb")
+    return damage
+
+
+@pytest.mark.parametrize("damage", [damage_full_table(b"example.org"), damage_full_table(STAMP_KEY),
+                                    damage_record_pointer(lambda size: size - 4),
+                                    damage_record_pointer(lambda size: 0xFFFFFFF0)],
+                         ids=["full-table-host", "full-table-stamp", "record-at-end", "record-past-end"])
+def test_inconsistent_cdb_is_rebuilt_not_trusted(home, server, damage):
+    s = routed(home, server)
+    assert delivered(deliver(home))
+    damage(cdb_path(home))
+    # the timeout is a hang guard (the delivery takes a fraction of a second), not a speed check
+    reports, raw = home.remote("example.org", "s@src.example", "a@example.org", timeout=30)
+    assert b"internal error" not in raw and delivered(reports), raw
+    assert len(s.wait_sessions(2)) == 2  # the route from the text
+    assert_sound_cdb(home, s.port)
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo", "devzero"])
 def test_not_a_file_in_place_of_the_cdb(home, server, kind):
     s = routed(home, server)
@@ -244,6 +306,45 @@ def test_not_a_file_in_place_of_the_cdb(home, server, kind):
     reports = deliver(home)  # the text serves; a FIFO must not hang the open()
     assert delivered(reports), reports
     assert s.wait_sessions()
+
+
+# --- links planted in the run directory ---
+
+def test_a_symlink_as_the_lock_is_not_followed(home, server):
+    s = routed(home, server)
+    victim = os.path.join(home.path, "victim")
+    lock = os.path.join(home.path, "run", "qmail-remote", "smtproutes.lock")
+    os.symlink(victim, lock)
+    assert delivered(deliver(home))
+    assert s.wait_sessions()
+    assert not os.path.lexists(victim) and os.path.islink(lock)
+
+
+def test_a_fifo_as_the_lock_does_not_hang(home, server):
+    s = routed(home, server)
+    os.mkfifo(os.path.join(home.path, "run", "qmail-remote", "smtproutes.lock"))
+    # the timeout is a hang guard: opening a FIFO to write waits for a reader
+    reports, raw = home.remote("example.org", "s@src.example", "a@example.org", timeout=30)
+    assert delivered(reports), raw
+    assert s.wait_sessions()
+
+
+def test_a_symlink_as_the_temporary_file_is_not_written_through(home, server):
+    s = routed(home, server)
+    victim = home.message_file(b"precious\n", "victim")
+    message = home.message_file(b"Subject: x\n\nlinks\n")
+    # plant the link under the name the delivery will use (it holds its pid), then exec it
+    plant = 'ln -s "$1" run/qmail-remote/smtproutes.cdb.tmp$$ && exec "$2" example.org s@src.example a@example.org'
+    with open(message, "rb") as fd0:
+        done = subprocess.run(["sh", "-c", plant, "sh", victim, os.path.join(home.bindir, "qmail-remote")],
+                              cwd=home.path, stdin=fd0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=home.env(), timeout=60)
+    assert done.returncode == 0 and delivered(decode_reports(done.stdout)), done.stdout
+    with open(victim, "rb") as f:
+        assert f.read() == b"precious\n"
+    assert not os.path.islink(cdb_path(home))
+    assert_sound_cdb(home, s.port)
+    assert [n for n in os.listdir(os.path.join(home.path, "run", "qmail-remote")) if ".tmp" in n] == []
 
 
 # --- as an unprivileged user: unreadable files, a run directory not ours ---
@@ -277,12 +378,13 @@ def nobody_home(tree, request):
     shutil.rmtree(home.path, ignore_errors=True)
 
 
-def as_nobody(home, host="example.org"):
+def as_nobody(home, host="example.org", groups=()):
     message = home.message_file(b"Subject: x\n\nas nobody\n")
     os.chmod(message, 0o644)
+    groups = "--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups"
     with open(message, "rb") as fd0:
         done = subprocess.run(["setpriv", "--reuid=%d" % home.nobody.pw_uid, "--regid=%d" % home.nobody.pw_gid,
-                               "--clear-groups", os.path.join(home.bindir, "qmail-remote"), host, "s@src.example",
+                               groups, os.path.join(home.bindir, "qmail-remote"), host, "s@src.example",
                                "a@example.org"], stdin=fd0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=home.env(), timeout=60)
     assert done.returncode == 0 and b"Traceback" not in done.stdout, done.stdout
@@ -302,6 +404,49 @@ def test_unreadable_control_file(nobody_home, server, name):
         if name != "smtproutes" else os.path.join(nobody_home.path, "control", "smtproutes")
     os.chmod(path, 0)
     assert as_nobody(nobody_home) == [("Z", UNREADABLE % (name.encode(), b"Permission denied"))]
+
+
+def test_smtproutes_made_unreadable_is_noticed_with_a_current_cdb(nobody_home, server):
+    s = server()
+    route_world_readable(nobody_home, s.port)
+    assert delivered(as_nobody(nobody_home))
+    os.chmod(os.path.join(nobody_home.path, "control", "smtproutes"), 0)
+    assert as_nobody(nobody_home) == [("Z", UNREADABLE % (b"smtproutes", b"Permission denied"))]
+
+
+SOME_GROUP = 4242  # any group nobody is not in
+
+
+def test_smtproutes_no_longer_readable_through_a_group_is_noticed(nobody_home, server):
+    """Nothing about the file changes, not even its ctime, so the cdb stays current; but
+    the user lost the group that let it read the file: a Z, as without the cache."""
+    s = server()
+    path = os.path.join(nobody_home.path, "control", "smtproutes")
+    nobody_home.route("example.org:127.0.0.1:%d" % s.port)
+    os.chown(path, 0, SOME_GROUP)
+    os.chmod(path, 0o640)
+    assert delivered(as_nobody(nobody_home, groups=[SOME_GROUP]))
+    assert as_nobody(nobody_home) == [("Z", UNREADABLE % (b"smtproutes", b"Permission denied"))]
+
+
+def test_a_root_run_leaves_the_cache_to_the_run_directory_owner(nobody_home, server):
+    """By hand as root, then as the owner of the run directory: the owner can still
+    rebuild the cache (a root-owned lock used to make it parse the text, silently)."""
+    old, new = server(), server()
+    run = os.path.join(nobody_home.path, "run", "qmail-remote")
+    route_world_readable(nobody_home, old.port)
+    assert delivered(deliver(nobody_home))  # as root
+    owners = {name: (os.lstat(os.path.join(run, name)).st_uid, os.lstat(os.path.join(run, name)).st_gid)
+              for name in os.listdir(run)}
+    mine = (nobody_home.nobody.pw_uid, nobody_home.nobody.pw_gid)
+    assert owners == {"smtproutes.cdb": mine, "smtproutes.lock": mine}
+    route_world_readable(nobody_home, new.port)
+    assert delivered(as_nobody(nobody_home))
+    assert_sound_cdb(nobody_home, new.port)  # rebuilt by the unprivileged run
+    inode = os.stat(cdb_path(nobody_home)).st_ino
+    assert delivered(as_nobody(nobody_home))
+    assert os.stat(cdb_path(nobody_home)).st_ino == inode  # and used as it is
+    assert len(old.sessions) == 1 and len(new.wait_sessions(2)) == 2
 
 
 def test_unsearchable_control_directory(nobody_home):

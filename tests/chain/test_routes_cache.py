@@ -95,3 +95,22 @@ def test_a_held_lock_delays_but_never_hangs_a_delivery(home, server):
         os.close(holder)
     assert reports[-1][0] == "K", raw
     assert len(smtp.sessions) == 1
+
+
+def test_a_copy_with_the_same_size_and_mtime_is_noticed(home, server, tmp_path):
+    """cp -p rewrites smtproutes in place (same inode) and gives it the copy's mtime: with
+    the same size, only the ctime tells that the routes changed."""
+    first, second = server(), server()
+    path = home.control("smtproutes", "example.org:127.0.0.1:%05d\n" % first.port)
+    then = 1_600_000_000_123_456_789
+    os.utime(path, ns=(then, then))
+    home.remote("example.org", "a@b", "c@example.org")
+    new = tmp_path / "smtproutes.new"
+    new.write_text("example.org:127.0.0.1:%05d\n" % second.port)
+    os.utime(new, ns=(then, then))
+    before = os.stat(path)
+    subprocess.run(["cp", "-p", str(new), path], check=True)
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    home.remote("example.org", "a@b", "c@example.org")
+    assert len(first.sessions) == 1 and len(second.wait_sessions()) == 1

@@ -27,7 +27,8 @@ def clear():
     home = paths.qmailhome()
     _step(b"unable to chdir to " + os.fsencode(home), os.chdir, home)
     full = os.fsencode(os.path.join(home, tcpto.TCPTO6))
-    fd = _step(b"unable to write " + full, os.open, tcpto.TCPTO6, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = _step(b"unable to write " + full, os.open, tcpto.TCPTO6,
+               os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)  # never through a planted link
     _step(b"unable to lock " + full, tcpto.lock, fd)
     size = _step(b"unable to clear " + full, os.fstat, fd).st_size
     _step(b"unable to clear " + full, zero, fd, size)

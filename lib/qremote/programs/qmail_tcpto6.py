@@ -30,8 +30,8 @@ def _step(what, call, *args):
 def show():
     _step(b"chdir", os.chdir, paths.qmailhome())
     path = tcpto.TCPTO6
-    lock_fd = _step(b"open tcpto6", os.open, path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    read_fd = _step(b"open tcpto6", os.open, path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    lock_fd = _step(b"open tcpto6", os.open, path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    read_fd = _step(b"open tcpto6", os.open, path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     _step(b"lock tcpto6", tcpto.lock, lock_fd)
     table = _step(b"read tcpto6", os.read, read_fd, tcpto.IPV6.table_size)
     os.close(read_fd)
