@@ -7,9 +7,9 @@ never DNS, the SMTP core no I/O at all.
 
 How the modules are seen, with no change to the programs: an audited copy of the
 installed bin directory, where each command is a small script run by the same
-interpreter with the same -IS that replaces os.execv, os.execve and os._exit (a program's
-only ways out but returning) with versions that first append the process's sys.modules to
-a log, then runs the installed command file itself. The programs find each other beside
+interpreter with the same -IS that replaces execv, execve and _exit in os and posix (a
+program's only ways out but returning) with versions that first append the process's
+sys.modules to a log, then runs the installed command file itself. The programs find each other beside
 argv[0] (paths.sibling), so every exec of the chain lands on an audited copy too, and the
 log holds what each program really loaded, lazy imports included. tlsc-io's relay, a
 forked child, logs as "tlsc-io-child".
@@ -45,7 +45,9 @@ def _hooked(real, how):
         _dump(how)
         return real(*args)
     return hook
-os.execv, os.execve, os._exit = _hooked(os.execv, "exec"), _hooked(os.execve, "exec"), _hooked(os._exit, "exit")
+_ways_out = _hooked(os.execv, "exec"), _hooked(os.execve, "exec"), _hooked(os._exit, "exit")
+import posix  # some modules call posix directly (os.py costs start-up time)
+os.execv, os.execve, os._exit = posix.execv, posix.execve, posix._exit = _ways_out
 with open(%(installed)r) as _command:
     _code = compile(_command.read(), %(installed)r, "exec")
 try:
