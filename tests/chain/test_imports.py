@@ -192,3 +192,23 @@ def test_smtp_core_does_no_io(module):
     loaded = set(done.stdout.split())
     assert "qremote.smtp." + module in loaded
     assert forbidden(loaded, IO + RESOLVER) == []
+
+
+def test_commands_import_qremote_from_the_bundle(installed):
+    """package/install's bundle is what the installed commands import qremote from, and it
+    holds the installed paths.py (the qmail home baked in), not the source's."""
+    path = os.path.join(installed, "qmail-remote-io")
+    with open(path) as command:
+        first = command.readline()
+        text = command.read()
+    assert text.rstrip().endswith("\nmain()")
+    probe = text.rstrip()[:-len("main()")] + (
+        "import qremote.paths\n"
+        "print(qremote.paths.DEFAULT_QMAILHOME)\n"
+        "loaders = [m.__spec__.loader for n, m in sys.modules.items() if n.split('.')[0] == 'qremote']\n"
+        "print(' '.join(sorted({getattr(l, '__name__', type(l).__name__) for l in loaders})))\n")
+    done = subprocess.run([first[2:].split()[0], "-I", "-S", "-c", probe], capture_output=True, text=True,
+                          check=True)
+    home, loaders = done.stdout.split("\n")[:2]
+    assert home == os.path.dirname(installed)
+    assert loaders == "QremoteBundle"
