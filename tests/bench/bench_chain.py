@@ -149,8 +149,8 @@ def small_delivery_figures(figures, launcher, bindir, work, sink, message, round
     return common.mean(cpus), peak
 
 
-# Runs a program of the chain as its command would, but first replaces os.execv,
-# os.execve and os._exit (its only ways out) with versions that append the names in
+# Runs a program of the chain as its command would, but first replaces execv, execve
+# and _exit in os and posix (its only ways out) with versions that append the names in
 # sys.modules to a log file. So the list is what the process really loaded, lazy imports included.
 AUDIT = r"""
 import os, sys
@@ -163,7 +163,9 @@ def dumping(real):
         dump()
         return real(*args)
     return wrapper
-os.execv, os.execve, os._exit = dumping(os.execv), dumping(os.execve), dumping(os._exit)
+import posix  # report.py and others call posix's, the same functions without os.py
+os.execv, os.execve, os._exit = posix.execv, posix.execve, posix._exit = \
+    dumping(os.execv), dumping(os.execve), dumping(os._exit)
 sys.path.insert(0, %(lib)r)
 sys.argv = %(argv)r
 from qremote.programs.%(module)s import main
