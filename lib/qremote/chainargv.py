@@ -17,10 +17,8 @@ qmail-remote-io checks and quotes them itself, so it can be run by hand.
 Only the standard library's cheapest modules here: argparse costs ~10 ms a process.
 """
 
-import os
-
 from . import failures
-from .options import BadOption, scan
+from .options import BadOption, fsencode, scan
 
 IO = "qmail-remote-io"
 
@@ -68,11 +66,11 @@ def parse_io(argv):
     """IOOptions from sys.argv; UsageIO on anything malformed."""
     options = IOOptions()
     try:
-        found, rest = scan([os.fsencode(a) for a in argv[1:]], _IO_FLAGS, _IO_VALUED, _IO_NUMERIC)
+        found, rest = scan([fsencode(a) for a in argv[1:]], _IO_FLAGS, _IO_VALUED, _IO_NUMERIC)
     except BadOption as error:
         raise failures.UsageIO(IO, str(error)) from None
     for field, value in found.items():
-        setattr(options, field, os.fsencode(value) if field in ("ehlo", "note") else value)
+        setattr(options, field, fsencode(value) if field in ("ehlo", "note") else value)
     if len(rest) < 3:
         raise failures.UsageIO(IO, "usage: qmail-remote-io [options] -- ip sender recipient...")
     options.ip = rest[0]

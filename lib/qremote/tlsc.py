@@ -22,9 +22,7 @@ The interface is fixed in doc/tlsc-io.html. Only cheap imports here: qmail-remot
 imports this module in every delivery that may use TLS.
 """
 
-import os
-
-from .options import BadOption, scan
+from .options import BadOption, fsencode, scan
 
 PROGRAM = "tlsc-io"
 USAGE = ("tlsc-io [-k name] [-a anchors] [-c cert] [-y key] [-v] [-t handshake-timeout]"
@@ -123,8 +121,7 @@ class TlscOptions:
         self.report = False            # -R: failures end in a Z report on fd 1
 
 
-def _bytes(value):
-    return value if isinstance(value, bytes) else os.fsencode(value)
+_bytes = fsencode
 
 
 def build_tlsc(path, name, anchors, cert, key, verify, handshake_timeout, relay_timeout,
@@ -191,7 +188,7 @@ def parse_tlsc(argv):
         if field == "name":
             value = _server_name(value)
         elif field in ("anchors", "cert", "key"):
-            value = os.fsencode(value)
+            value = fsencode(value)
         setattr(options, field, value)
     if failure_words is not None:
         if failure_words == 0 or len(rest) <= failure_words:

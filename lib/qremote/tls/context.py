@@ -9,10 +9,12 @@ Rules of this module:
    in that order, with ',', '=', '+', '<', '>', '#', '\\' and newline escaped by '\\').
 """
 
-import os
+import posix
 
 import _ssl
+import _stat
 
+from ..options import fsdecode
 from ..tlsc import bounded, failure_line
 
 _NAME_MISMATCHES = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
@@ -31,7 +33,7 @@ class TLSFailure(Exception):
 
 
 def _say(path):
-    return os.fsdecode(path)
+    return fsdecode(path)
 
 
 def reason(error):
@@ -58,8 +60,8 @@ def build(options):
         _load_anchors(context, options.anchors)
     if options.cert is not None:
         try:
-            context.load_cert_chain(os.fsdecode(options.cert),
-                                    None if options.key is None else os.fsdecode(options.key))
+            context.load_cert_chain(fsdecode(options.cert),
+                                    None if options.key is None else fsdecode(options.key))
         except OSError as error:  # SSLError is an OSError too
             where = _say(options.cert) if options.key is None else "%s and %s" % (_say(options.cert), _say(options.key))
             if getattr(error, "filename", None):
@@ -68,16 +70,23 @@ def build(options):
     return context
 
 
+def _is_directory(path):
+    try:
+        return _stat.S_ISDIR(posix.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _load_anchors(context, path):
     shown = _say(path)
     try:
         if path.endswith(b"/"):
             # OpenSSL reads a hashed directory lazily, during verification: check it is there now
-            if not os.path.isdir(path) or not os.access(path, os.R_OK | os.X_OK):
+            if not _is_directory(path) or not posix.access(path, posix.R_OK | posix.X_OK):
                 raise TLSFailure("local", "unable to read trust anchors %s: not a readable directory" % shown)
-            context.load_verify_locations(None, os.fsdecode(path))
+            context.load_verify_locations(None, fsdecode(path))
         else:
-            context.load_verify_locations(os.fsdecode(path))
+            context.load_verify_locations(fsdecode(path))
     except TLSFailure:
         raise
     except OSError as error:
