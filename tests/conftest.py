@@ -20,7 +20,7 @@ from tests.support.smtpserver import SMTPServer  # noqa: E402
 def installed(tmp_path_factory):
     """A qmail tree with qremote installed by package/install; returns its bin directory."""
     home = tmp_path_factory.mktemp("installed")
-    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", str(home)],
+    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--create", "--qmailhome", str(home)],
                    check=True, stdout=subprocess.DEVNULL)
     return os.path.join(str(home), "bin")
 
