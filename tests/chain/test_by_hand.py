@@ -150,3 +150,23 @@ def test_failed_handshake_continues_through_a_symlink(home, server, pki, tmp_pat
     assert out.startswith(b"r\0K127.0.0.1 accepted message. (sent in cleartext: the TLS handshake failed ("), out
     first, second = s.wait_sessions(2)
     assert second.messages == [b"Subject: x\r\n\r\nfrom elsewhere\r\n"]
+
+
+# --- --help, for people (no program of the chain passes it) ---
+
+@pytest.mark.parametrize("program", ["qmail-remote-io", "tlsc-io"])
+def test_help_prints_the_usage_on_stdout_and_exits_0(home, program):
+    done = subprocess.run([os.path.join(home.bindir, program), "--help"], stdin=subprocess.DEVNULL,
+                          capture_output=True, env=home.env(), timeout=60)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.startswith(b"usage: %s [" % program.encode()), done.stdout
+    for option in (b"--timeout", b"-6") + ((b"--ehlo", b"--note") if program == "qmail-remote-io" else (b"--verify",)):
+        assert option in done.stdout
+    assert b"...." not in done.stdout
+
+
+def test_usage_error_text_has_no_four_dots(home):
+    out, status = home.run("qmail-remote-io", ["--", "127.0.0.1", "s"])
+    letter, text = decode_reports(out)[0]
+    assert (status, letter) == (0, "D") and b"usage: qmail-remote-io" in text
+    assert b"...." not in text, text

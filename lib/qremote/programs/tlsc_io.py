@@ -14,7 +14,24 @@ from .. import tlsargv
 USAGE_EXIT, FATAL_EXIT = 100, 111
 
 
+HELP = """usage: %s
+A TLS client relay: the handshake on fds 6/7, then PROG runs with the cleartext on
+fds 6/7; a failed handshake runs the first N words after -- instead (doc/tlsc-io.html).
+  -k, --name=NAME               the server's name: SNI, and what -v checks
+  -a, --anchors=FILE|DIR/       trust anchors
+  -c, --cert=FILE, -y, --key=FILE  a client certificate and its key
+  -v, --verify                  require a certificate valid for NAME
+  -t, --handshake-timeout=SECONDS  (default 60)
+  -T, --timeout=SECONDS         idle relay (default 1200)
+  -6, --fdr=FD, -7, --fdw=FD    the connection on other descriptors
+  -F, --on-failure=N            the failure continuation's length
+""" % tlsargv.USAGE
+
+
 def main():
+    if sys.argv[1:2] == ["--help"]:  # for people: qmail-remote never passes it
+        os.write(1, HELP.encode())
+        return
     try:
         run(sys.argv)
     except SystemExit:
