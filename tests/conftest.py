@@ -18,9 +18,14 @@ from tests.support.smtpserver import SMTPServer  # noqa: E402
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory):
-    """A qmail tree with qremote installed by package/install; returns its bin directory."""
+    """A qmail tree with qremote installed by package/install; returns its bin directory.
+
+    The commands run with the interpreter running the tests, so a run on another Python
+    version (PYTHON=... tests/run) tests the chain on it too; unchecked: it may be one
+    only root can run (pyenv's under /root), and these tests need no other user."""
     home = tmp_path_factory.mktemp("installed")
-    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", str(home)],
+    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--create", "--qmailhome", str(home),
+                    "--python", os.path.realpath(sys.executable), "--unchecked-python"],
                    check=True, stdout=subprocess.DEVNULL)
     return os.path.join(str(home), "bin")
 

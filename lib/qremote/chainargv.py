@@ -72,7 +72,7 @@ def parse_io(argv):
     for field, value in found.items():
         setattr(options, field, fsencode(value) if field in ("ehlo", "note") else value)
     if len(rest) < 3:
-        raise failures.UsageIO(IO, "usage: qmail-remote-io [options] -- ip sender recipient...")
+        raise failures.UsageIO(IO, "usage: qmail-remote-io [options] [--] ip sender recip [recip ...]")
     options.ip = rest[0]
     options.sender = rest[1]
     options.recipients = rest[2:]

@@ -65,13 +65,14 @@ def read_line(name):
     return _no_controls(name, data.split(b"\n", 1)[0].rstrip(b" \t\r"))
 
 
-def read_number(name, default):
-    """An unsigned decimal; the default when the file is absent or empty."""
+def read_number(name, default, what="a number of seconds"):
+    """An unsigned decimal; the default when the file is absent or empty. what: what the
+    file should hold, for the error text."""
     line = read_line(name)
     if not line:
         return default
     if not line.isdigit():
-        raise failures.ControlInvalid(name, "%r is not a number of seconds" % line.decode("latin-1"))
+        raise failures.ControlInvalid(name, "%r is not %s" % (line.decode("latin-1"), what))
     return min(int(line), MAX_SECONDS)
 
 
@@ -169,7 +170,7 @@ def tls_policy():
     anchors = read_line("trustanchors")
     if not anchors:
         return Policy()
-    strictness = read_number("tlsstrictness", 0)
+    strictness = read_number("tlsstrictness", 0, "0, 1 or 2")
     if strictness > 2:
         raise failures.ControlInvalid("tlsstrictness", "%d is not 0, 1 or 2" % strictness)
     clientcert = read_line("clientcert") or None

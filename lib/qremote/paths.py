@@ -20,11 +20,18 @@ def qmailhome():
     return os.environ.get("QMAILHOME") or DEFAULT_QMAILHOME
 
 
+# Resolved once, at import: qmail-remote chdirs to the qmail home before it execs the next
+# program, which would turn a relative argv[0] ("./qmail-remote") into a wrong path. realpath,
+# not abspath: the siblings are beside the real file, so a symlink to an installed command
+# (how admins swap /var/qmail/bin/qmail-remote) finds its own chain.
+_BINDIR = os.path.dirname(os.path.realpath(sys.argv[0]))
+
+
 def sibling(program):
     """The path of another program of the chain: it is installed beside this one.
 
-    The kernel hands a script its own full path as argv[0] even when qmail-rspawn
-    found it through PATH, so the chain never depends on PATH or on a compiled-in
-    directory that may differ from where the programs really are.
+    The kernel hands a script the path it was run by as argv[0] (a full one when
+    qmail-rspawn found it through PATH), so the chain never depends on PATH or on a
+    compiled-in directory that may differ from where the programs really are.
     """
-    return os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), program)
+    return os.path.join(_BINDIR, program)

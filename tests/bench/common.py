@@ -43,7 +43,7 @@ def install_chain(home, attempts=3):
     "File exists": it is tried again after a pause.
     """
     for attempt in range(attempts):
-        done = subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", home],
+        done = subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--create", "--qmailhome", home],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if done.returncode == 0:
             break

@@ -358,7 +358,7 @@ def tree():
         pytest.skip("setpriv (util-linux) is not installed")
     top = pathlib.Path(tempfile.mkdtemp(prefix="qremote-abuse-"))
     os.chmod(top, 0o755)
-    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", str(top)],
+    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--create", "--qmailhome", str(top)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield top
     shutil.rmtree(top)

@@ -1,5 +1,6 @@
 """package/install into a scratch qmail tree: layout, control/ untouched, an existing binary
-kept, and the installed chain runnable by an unprivileged user (qmail-rspawn runs it as qmailr)."""
+kept, a path that is not a qmail home refused, and the installed chain runnable by an
+unprivileged user (qmail-rspawn runs it as qmailr)."""
 
 import os
 import pathlib
@@ -15,6 +16,8 @@ import pytest
 from tests.conftest import TOP
 from tests.support.chain import Home, decode_reports
 
+INSTALL = os.path.join(TOP, "package", "install")
+
 
 @pytest.fixture(scope="module")
 def tree():
@@ -25,8 +28,11 @@ def tree():
     (home / "control" / "me").write_text("keep.example\n")
     os.makedirs(home / "bin")
     (home / "bin" / "qmail-remote").write_bytes(b"\x7fELF stock binary")
+    os.makedirs(home / "man" / "man8")
+    (home / "man" / "man8" / "qmail-remote.8").write_text(".TH qmail-remote 8\n(stock)\n")
     for _ in range(2):  # installing twice is an upgrade: must work the same
-        subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", str(home)],
+        # no --create: control/ makes it a qmail home
+        subprocess.run([sys.executable, INSTALL, "--qmailhome", str(home)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield home
     shutil.rmtree(home)
@@ -42,6 +48,49 @@ def test_layout(tree):
     link = tree / "lib" / "qremote"
     assert link.is_symlink() and (link / "qremote" / "programs" / "qmail_remote.py").exists()
     assert len([n for n in os.listdir(tree / "lib") if n.startswith("qremote-")]) == 2  # new + previous
+
+
+def test_man_pages_where_qmail_puts_its_own(tree):
+    man8 = tree / "man" / "man8"
+    for name in ("qmail-remote", "qmail-remote-io", "tlsc-io", "qmail-tcpto6", "qmail-tcpok6"):
+        page = man8 / (name + ".8")
+        assert page.read_text() == (pathlib.Path(TOP) / "doc" / "man" / (name + ".8")).read_text()
+        assert stat.S_IMODE(page.stat().st_mode) == 0o644
+    assert (man8 / "qmail-remote.8.orig").read_text() == ".TH qmail-remote 8\n(stock)\n"
+    assert sorted(os.listdir(man8)) == sorted([n + ".8" for n in ("qmail-remote", "qmail-remote-io", "tlsc-io",
+                                                                   "qmail-tcpto6", "qmail-tcpok6")]
+                                               + ["qmail-remote.8.orig"])  # not one .orig of ours
+
+
+def install_into(path, *options):
+    return subprocess.run([sys.executable, INSTALL, "--qmailhome", str(path)] + list(options),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+
+
+@pytest.mark.parametrize("case", ["absent", "empty", "other tree"])
+def test_a_path_that_is_no_qmail_home_is_refused(tmp_path, case):
+    target = tmp_path / "absent" if case == "absent" else tmp_path  # "absent": a mistyped path
+    if case == "other tree":  # a bin/ alone is no qmail home: /usr/local has one
+        for name in ("bin", "etc"):
+            (tmp_path / name).mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    done = install_into(target)
+    assert done.returncode != 0
+    assert b"is not a qmail home" in done.stderr and b"--create" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+@pytest.mark.parametrize("sign", ["queue", "bin/qmail-send"])
+def test_queue_or_qmail_send_make_a_qmail_home(tmp_path, sign):
+    """control/ is covered by the tree above; the other two signs, without a full install
+    (--python with a nonexistent interpreter stops install right after the home check)."""
+    os.makedirs(tmp_path / os.path.dirname(sign), exist_ok=True)
+    if sign == "queue":
+        (tmp_path / "queue").mkdir()
+    else:
+        (tmp_path / sign).write_bytes(b"")
+    done = install_into(tmp_path, "--python", str(tmp_path / "no-python"))
+    assert b"is not a qmail home" not in done.stderr and b"cannot run" in done.stderr, done.stderr
 
 
 def test_control_untouched_and_stock_binary_kept(tree):
@@ -89,7 +138,7 @@ def test_home_as_long_as_the_default_is_baked_in_too():
         except FileExistsError:
             continue
     try:
-        subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", home],
+        subprocess.run([sys.executable, INSTALL, "--create", "--qmailhome", home],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(os.path.join(home, "bin", "qmail-remote")) as command:
             interpreter = command.readline()[2:].split()[0]  # "#!/usr/bin/python3 -IS"

@@ -267,7 +267,7 @@ def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, lo
 
 
 def install(tree):
-    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--qmailhome", tree],
+    subprocess.run([sys.executable, os.path.join(TOP, "package", "install"), "--create", "--qmailhome", tree],
                    check=True, stdout=subprocess.DEVNULL)
     return os.path.join(tree, "bin")
 

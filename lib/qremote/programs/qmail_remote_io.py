@@ -24,7 +24,22 @@ PROGRAM = chainargv.IO
 CHUNK = 256 * 1024
 
 
+HELP = b"""usage: qmail-remote-io [options] [--] ip sender recip [recip ...]
+The SMTP transaction on a connection given as fds 6 (read) and 7 (write): the message
+on fd 0, the reports on fd 1 (doc/qmail-remote-io.html).
+  -t, --timeout=SECONDS       for each reply and each write (default 1200)
+  -c, --capabilities=LIST     what the EHLO offered, e.g. PIPELINING,SIZE=1000000,8BITMIME
+  -g, --greeting              read the server's greeting first
+  -h, --ehlo=NAME             say EHLO NAME first and use what it offers (-c ignored)
+  -n, --note=TEXT             add " (TEXT)" to the K report
+  -6, --fdr=FD, -7, --fdw=FD  the connection on other descriptors
+"""
+
+
 def main():
+    if sys.argv[1:2] == ["--help"]:  # for people: qmail-remote's argv starts with -t
+        os.write(1, HELP)
+        return
     report.run_program(PROGRAM, deliver, sys.argv)
 
 

@@ -19,7 +19,25 @@ from ..tlsc import FATAL_EXIT, USAGE_EXIT
 _report = False  # -R: set once the command line says so
 
 
+HELP = """usage: %s
+A TLS client relay: the handshake on fds 6/7, then PROG runs with the cleartext on
+fds 6/7; a failed handshake runs the first N words after -- instead (doc/tlsc-io.html).
+  -k, --name=NAME               the server's name: SNI, and what -v checks
+  -a, --anchors=FILE|DIR/       trust anchors
+  -c, --cert=FILE, -y, --key=FILE  a client certificate and its key
+  -v, --verify                  require a certificate valid for NAME
+  -t, --handshake-timeout=SECONDS  (default 60)
+  -T, --timeout=SECONDS         idle relay (default 1200)
+  -6, --fdr=FD, -7, --fdw=FD    the connection on other descriptors
+  -F, --on-failure=N            the failure continuation's length
+  -R, --report                  in a delivery: failures end in a Z report on fd 1
+""" % tlsc.USAGE
+
+
 def main():
+    if sys.argv[1:2] == ["--help"]:  # for people: qmail-remote never passes it
+        os.write(1, HELP.encode())
+        return
     global _report
     _report = tlsc.wants_report(sys.argv)
     # before OpenSSL is loaded: it reads OPENSSL_CONF and friends when it starts

@@ -128,8 +128,11 @@ def environment(sslobj, name, verified):
     if der:
         try:
             from _sha256 import sha256  # builtin in 3.11: hashlib would add its OpenSSL wrapper
-        except ImportError:  # 3.12 renamed it
-            from hashlib import sha256
+        except ImportError:
+            try:
+                from _sha2 import sha256  # its name from 3.12 on
+            except ImportError:  # a Python built without it
+                from hashlib import sha256
         env[b"SSL_PEER_CERT_HASH"] = b"SHA256:" + sha256(der).hexdigest().encode("ascii")
         chain = sslobj.get_unverified_chain() or ()
         if chain:
