@@ -17,6 +17,8 @@ Letters are plain bytes constants, not an Enum: importing enum costs about 5 ms 
 CPU in every process of the chain, and the letters are only ever written out.
 """
 
+from .sanitise import safe_name, safe_text
+
 K = b"K"  # message accepted
 Z = b"Z"  # message deferred (temporary)
 D = b"D"  # message bounced (permanent)
@@ -26,7 +28,6 @@ RCPT_TEMP = b"s"
 BY_REPLY = b"?"  # not a letter: it follows the server's reply: letter_for()
 
 RAW, NAME, TEXT, SAID = "raw", "name", "text", "said"
-MAX_TEXT_FIELD = 300  # bytes of one TEXT field: a library or server line, not a document
 
 
 def remote_said(reply):
@@ -39,21 +40,6 @@ def remote_said(reply):
 def letter_for(reply):
     """D for a 5xx reply, Z for 4xx and for anything malformed (never a guess of success)."""
     return D if reply is not None and reply.code is not None and reply.code >= 500 else Z
-
-
-def safe_name(name):
-    """Stock's outsafe(): every byte outside 33..126 becomes '?'."""
-    if isinstance(name, str):
-        name = name.encode("utf-8", "replace")
-    return bytes(c if 33 <= c <= 126 else 63 for c in name)
-
-
-def safe_text(text):
-    """The one sanitiser of foreign text inside our own sentences: printable ASCII, one
-    line, bounded. str (OpenSSL's words, an strerror) or bytes (a server's line)."""
-    if isinstance(text, str):
-        text = text.encode("utf-8", "replace")
-    return bytes(c if 32 <= c <= 126 else 63 for c in text[:MAX_TEXT_FIELD])
 
 
 _RENDER = {

@@ -62,8 +62,9 @@ def openssl_variable(name):
 
 def failure_line(kind, text):
     """FAILURE_VARIABLE's value for a failure of kind (one of KINDS) with text (str)."""
-    line = "".join(c if " " <= c <= "~" else "?" for c in "%s: %s" % (kind, text))
-    return line[:MAX_FAILURE].encode("ascii")
+    from .sanitise import safe_text
+
+    return safe_text("%s: %s" % (kind, text), MAX_FAILURE)
 
 
 def parse_failure(value):

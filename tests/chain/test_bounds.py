@@ -130,3 +130,32 @@ def test_a_failed_handshake_without_continuation_with_R_is_a_Z_report(tlsc, pki,
     s = servers(cert, key, mode="echo")
     out, err, status = run(tlsc, s.port, ["-R", "-k", "mx.test", "-a", pki.ca_file, "-v"], ["/bin/true"])
     assert status == 0 and out.startswith(b"Ztlsc-io: verify: ") and out.endswith(b"\0")
+
+
+def long_name(i):
+    """A 240-octet host name (four labels) unique to i."""
+    return "m%02d%s.%s.%s.%s.test" % (i, "a" * 59, "b" * 62, "c" * 62, "d" * 46)
+
+
+def test_the_largest_plan_still_reaches_tlsc_io_and_back(home, server, pki, dns):
+    """32 MX names of 240 octets with 16 addresses each, TLS wanted: the resume plan
+    handed to tlsc-io (and back after a failed handshake) once made argv too long
+    ("Unable to run tlsc-io: Argument list too long"). Only the first address listens;
+    its certificate is not trusted (strictness 2), every other address refuses."""
+    assert len(long_name(0)) == 240
+    records = [("big.test", "MX", *["%d %s." % (i, long_name(i)) for i in range(32)])]
+    records += [(long_name(i), "A", *["127.1.%d.%d" % (i, j + 1) for j in range(16)]) for i in range(32)]
+    d = dns(records)
+    try:
+        s = server(host="127.1.0.1", port=25, tls_cert=pki.untrusted(long_name(0)))
+    except OSError as error:
+        pytest.skip("cannot listen on 127.1.0.1:25: %s" % error)
+    home.control("trustanchors", pki.ca_file + "\n")
+    home.control("tlsstrictness", "2\n")
+    home.control("timeoutconnect", "5\n")
+    reports, raw = home.remote("big.test", "sender@src.example", "rcpt@big.test", message=MSG,
+                               DNSCACHEIP=d.address(), timeout=120)
+    (letter, text), = reports
+    assert letter == "Z", raw
+    assert text.startswith(b"Sorry, no server would take the message over TLS"), raw
+    assert b"127.1.0.1: certificate not trusted" in text
