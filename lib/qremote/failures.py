@@ -2,11 +2,15 @@
 can end other than success, plus the recipient and K texts.
 
 Rules of this module:
-1. Callers raise; they never pick a report letter or write a text. Each class is one
-   row of the table: its letter (D permanent, Z temporary, or BY_REPLY: D for a 5xx,
-   Z for anything else), its template, its fields, and whether the server is still
-   there to be told QUIT (polite). Texts are in stock qmail-remote's wording where
-   stock has the case (notqmail's qmail-remote.c: its temp_* and perm_* functions).
+1. Callers raise; they never pick a report letter or write a text. Each failure is one
+   row of TABLE: the class it is a kind of, its letter (D permanent, Z temporary, or
+   BY_REPLY: D for a 5xx, Z for anything else), whether the server is still there to
+   be told QUIT (polite), its template and its fields. The row becomes an exception
+   class the first time a caller names it (failures.GreetingFailed): building some
+   forty classes at every start cost about 1 ms of CPU in each program of the chain.
+   The few failures whose text is more than a template are classes below the table.
+   Texts are in stock qmail-remote's wording where stock has the case (notqmail's
+   qmail-remote.c: its temp_* and perm_* functions).
 2. A field is rendered by its kind, so no template sanitises by hand:
    RAW bytes we made ourselves (an IP we connected to), NAME a host or address as
    stock's outsafe() shows it, TEXT a line from a library, a server or a file (one
@@ -73,51 +77,23 @@ class Failure(Exception):
         return self.template % {name.encode(): _RENDER[kind](getattr(self, name)) for name, kind in self.fields}
 
 
-# --- before any connection: invocation, home, control files, the message ---
+# --- failures whose text is more than a template ---
 
-class Usage(Failure):
-    LETTER = D
-    template = b"I (qmail-remote) was invoked improperly. (#5.3.5)\n"
-
-
-class NoHome(Failure):
-    template = b"Unable to switch to home directory. (#4.3.0)\n"
+class AtPeer(Failure):
+    """A failure while talking to one server: its text names the server's IP."""
+    fields = (("ip", RAW), ("reply", SAID))
 
 
-class NoResources(Failure):
-    template = b"System resources temporarily unavailable. (#4.3.0)\n"
+class ConnectionDied(AtPeer):
+    """The connection was lost, or a reply took too long or was too long."""
+    fields = (("ip", RAW), ("duplicate", RAW), ("why", RAW), ("too_long", RAW))
+    DUPLICATE = b" Possible duplicate!"
 
-
-class PartialLine(Failure):
-    LETTER = D
-    template = b"SMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
-
-
-class MessageUnreadable(Failure):
-    template = b"Unable to read message. (#4.3.0)\n"
-
-
-class ControlUnreadable(Failure):
-    """A control file exists but cannot be read (stock: "Unable to read control files")."""
-    template = b"Unable to read control files: control/%(name)s: %(reason)s. (#4.3.0)\n"
-    fields = (("name", TEXT), ("reason", TEXT))
-
-
-class ControlInvalid(ControlUnreadable):
-    """A control file is readable but its content cannot be used."""
-    template = b"Invalid control file control/%(name)s: %(reason)s. (#4.3.0)\n"
-
-
-class NoHelohost(Failure):
-    template = b"Unable to read control files: neither control/helohost nor control/me gives a name. (#4.3.0)\n"
-
-
-class BadAddress(Failure):
-    """An envelope address that would put a control byte on the wire (command injection)."""
-    LETTER = D
-    template = (b"Sorry, the %(role)s address contains a CR, LF or NUL byte, or an angle bracket outside "
-                b"quotes, which SMTP cannot carry: %(address)s. (#5.1.3)\n")
-    fields = (("role", TEXT), ("address", NAME))
+    def text(self):
+        dup = self.DUPLICATE if self.duplicate else b""
+        if self.too_long:
+            return b"Connected to %s but its reply was too long; connection dropped.%s (#4.4.2)\n" % (self.ip, dup)
+        return b"Connected to %s but connection died.%s (#4.4.2)\n" % (self.ip, dup)
 
 
 class Internal(Failure):
@@ -130,31 +106,6 @@ class Internal(Failure):
                                 b"detail": safe_text(str(self.error)[:200])}
 
 
-class ChainBroken(Failure):
-    """The next program of the chain could not be run."""
-    template = b"Unable to run %(path)s: %(reason)s. (#4.3.0)\n"
-    fields = (("path", NAME), ("reason", TEXT))
-
-
-class UsageIO(Failure):
-    """qmail-remote-io (or another internal program) was given a bad command line."""
-    LETTER = D
-    template = b"%(program)s was invoked improperly: %(why)s. (#5.3.5)\n"
-    fields = (("program", TEXT), ("why", TEXT))
-
-
-class NoChannel(Failure):
-    """The program was started without a usable connection on its fds."""
-    template = b"%(program)s: no connection on fds %(fdr)s and %(fdw)s: %(reason)s. (#4.3.0)\n"
-    fields = (("program", TEXT), ("fdr", RAW), ("fdw", RAW), ("reason", TEXT))
-
-
-class ResumeInvalid(Failure):
-    """qmail-remote --qremote-resume=STATE with a STATE it cannot read (only tlsc-io should pass it)."""
-    template = b"qmail-remote: invalid --qremote-resume state (an internal option): %(why)s. (#4.3.0)\n"
-    fields = (("why", TEXT),)
-
-
 class Remembered(Failure):
     """A failure carried over a --qremote-resume (letter and text as they were)."""
     template = b"%(message)s"
@@ -163,30 +114,6 @@ class Remembered(Failure):
     @property
     def letter(self):
         return self.remembered
-
-
-# --- DNS ---
-
-class DnsSoft(Failure):
-    template = b"Sorry, I couldn't find any host by that name. (#4.1.2)\n"
-
-
-class DnsHard(Failure):
-    LETTER = D
-    template = b"Sorry, I couldn't find any host named %(host)s. (#5.1.2)\n"
-    fields = (("host", NAME),)
-
-
-class NoAddress(Failure):
-    LETTER = D
-    template = b"Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
-
-
-class NullMX(Failure):
-    """RFC 7505: the domain publishes a single MX "0 ." to say it takes no mail."""
-    LETTER = D
-    template = b"Sorry, %(host)s does not accept mail: it publishes a null MX (RFC 7505). (#5.1.10)\n"
-    fields = (("host", NAME),)
 
 
 class UnusableAddresses(Failure):
@@ -211,28 +138,12 @@ class UnusableAddresses(Failure):
         return self.template % {b"skipped": b"; ".join(shown), b"code": b"#5.4.4" if self.letter == D else b"#4.3.0"}
 
 
-class AmbiguousMX(Failure):
-    LETTER = D
-    template = (b"Sorry. Although I'm listed as a best-preference MX or A for that host,\n"
-                b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n")
-
-
-class NoResolver(Failure):
-    """No nameserver can be asked: $DNSCACHEIP is unusable or /etc/resolv.conf unreadable."""
-    template = b"Unable to find a DNS server: %(why)s. (#4.3.0)\n"
-    fields = (("why", TEXT),)
-
-
-# --- connecting and the opening (greeting, EHLO, STARTTLS) ---
-
-class NoConnection(Failure):
-    template = b"Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
-
-
-class SourceUnusable(Failure):
-    """control/outgoingip names an address this machine cannot connect from."""
-    template = b"Unable to bind the source address %(address)s named by control/outgoingip: %(reason)s. (#4.3.0)\n"
-    fields = (("address", TEXT), ("reason", TEXT))
+def listing(pairs, most, more=0):
+    """"ip: why; ip: why; ..." of at most `most` pairs; more: how many were left out before."""
+    if not pairs:
+        return b"nothing was tried"
+    shown = b"; ".join(b"%s: %s" % (ip, why) for ip, why in pairs[:most])
+    return shown + (b"; ..." if len(pairs) > most or more else b"")
 
 
 class OpeningTimedOut(Failure):
@@ -248,41 +159,6 @@ class OpeningTimedOut(Failure):
                                 b"tried": listing(self.tried, self.MAX_LISTED, self.more)}
 
 
-def listing(pairs, most, more=0):
-    """"ip: why; ip: why; ..." of at most `most` pairs; more: how many were left out before."""
-    if not pairs:
-        return b"nothing was tried"
-    shown = b"; ".join(b"%s: %s" % (ip, why) for ip, why in pairs[:most])
-    return shown + (b"; ..." if len(pairs) > most or more else b"")
-
-
-class AtPeer(Failure):
-    """A failure while talking to one server: its text names the server's IP."""
-    fields = (("ip", RAW), ("reply", SAID))
-
-
-class GreetingFailed(AtPeer):
-    polite = True
-    template = b"Connected to %(ip)s but greeting failed.\n%(reply)s"
-
-
-class HeloRejected(AtPeer):
-    polite = True
-    template = b"Connected to %(ip)s but my name was rejected.\n%(reply)s"
-
-
-class ConnectionDied(AtPeer):
-    """The connection was lost, or a reply took too long or was too long."""
-    fields = (("ip", RAW), ("duplicate", RAW), ("why", RAW), ("too_long", RAW))
-    DUPLICATE = b" Possible duplicate!"
-
-    def text(self):
-        dup = self.DUPLICATE if self.duplicate else b""
-        if self.too_long:
-            return b"Connected to %s but its reply was too long; connection dropped.%s (#4.4.2)\n" % (self.ip, dup)
-        return b"Connected to %s but connection died.%s (#4.4.2)\n" % (self.ip, dup)
-
-
 class TLSRequired(Failure):
     """tlsstrictness 2 and no server would take the message over verified TLS."""
     MAX_REASONS = 8
@@ -294,58 +170,94 @@ class TLSRequired(Failure):
         return self.template % {b"reasons": listing(self.reasons, self.MAX_REASONS, self.more)}
 
 
-class TLSFileUnusable(Failure):
-    """A file named by a TLS control file (trustanchors, clientcert, clientkey) cannot be used."""
-    template = b"Unable to use %(path)s named by control/%(control)s: %(reason)s. (#4.3.0)\n"
-    fields = (("control", TEXT), ("path", NAME), ("reason", TEXT))
+# --- the table: name: (kind of, letter, polite, template, fields or None to inherit) ---
+
+_PEER = (("ip", RAW), ("reply", SAID))
+TABLE = {
+    # invocation, home, control files, the message
+    "Usage": ("Failure", D, False, b"I (qmail-remote) was invoked improperly. (#5.3.5)\n", ()),
+    "NoHome": ("Failure", Z, False, b"Unable to switch to home directory. (#4.3.0)\n", ()),
+    "NoResources": ("Failure", Z, False, b"System resources temporarily unavailable. (#4.3.0)\n", ()),
+    "PartialLine": ("Failure", D, False, b"SMTP cannot transfer messages with partial final lines. (#5.6.2)\n", ()),
+    "MessageUnreadable": ("Failure", Z, False, b"Unable to read message. (#4.3.0)\n", ()),
+    # a control file exists but cannot be read (stock: "Unable to read control files")
+    "ControlUnreadable": ("Failure", Z, False,
+                          b"Unable to read control files: control/%(name)s: %(reason)s. (#4.3.0)\n",
+                          (("name", TEXT), ("reason", TEXT))),
+    # it can be read, but its content cannot be used
+    "ControlInvalid": ("ControlUnreadable", Z, False,
+                       b"Invalid control file control/%(name)s: %(reason)s. (#4.3.0)\n", None),
+    "NoHelohost": ("Failure", Z, False, b"Unable to read control files: neither control/helohost nor control/me "
+                   b"gives a name. (#4.3.0)\n", ()),
+    # an envelope address that would put a control byte on the wire (command injection)
+    "BadAddress": ("Failure", D, False, b"Sorry, the %(role)s address contains a CR, LF or NUL byte, or an angle "
+                   b"bracket outside quotes, which SMTP cannot carry: %(address)s. (#5.1.3)\n",
+                   (("role", TEXT), ("address", NAME))),
+    # the next program of the chain
+    "ChainBroken": ("Failure", Z, False, b"Unable to run %(path)s: %(reason)s. (#4.3.0)\n",
+                    (("path", NAME), ("reason", TEXT))),
+    "UsageIO": ("Failure", D, False, b"%(program)s was invoked improperly: %(why)s. (#5.3.5)\n",
+                (("program", TEXT), ("why", TEXT))),
+    "NoChannel": ("Failure", Z, False,
+                  b"%(program)s: no connection on fds %(fdr)s and %(fdw)s: %(reason)s. (#4.3.0)\n",
+                  (("program", TEXT), ("fdr", RAW), ("fdw", RAW), ("reason", TEXT))),
+    # --qremote-resume=STATE that cannot be read (only tlsc-io should pass it)
+    "ResumeInvalid": ("Failure", Z, False,
+                      b"qmail-remote: invalid --qremote-resume state (an internal option): %(why)s. (#4.3.0)\n",
+                      (("why", TEXT),)),
+    # tlsc-io could not go on and said so itself (-R)
+    "TLSCFailed": ("Failure", Z, False, b"tlsc-io: %(why)s. (#4.3.0)\n", (("why", TEXT),)),
+
+    # DNS
+    "DnsSoft": ("Failure", Z, False, b"Sorry, I couldn't find any host by that name. (#4.1.2)\n", ()),
+    "DnsHard": ("Failure", D, False, b"Sorry, I couldn't find any host named %(host)s. (#5.1.2)\n",
+                (("host", NAME),)),
+    "NoAddress": ("Failure", D, False, b"Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n", ()),
+    # RFC 7505: a single MX "0 ." says the domain takes no mail
+    "NullMX": ("Failure", D, False,
+               b"Sorry, %(host)s does not accept mail: it publishes a null MX (RFC 7505). (#5.1.10)\n",
+               (("host", NAME),)),
+    "AmbiguousMX": ("Failure", D, False, b"Sorry. Although I'm listed as a best-preference MX or A for that host,\n"
+                    b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n", ()),
+    # $DNSCACHEIP unusable or /etc/resolv.conf unreadable
+    "NoResolver": ("Failure", Z, False, b"Unable to find a DNS server: %(why)s. (#4.3.0)\n", (("why", TEXT),)),
+
+    # connecting, the opening, TLS
+    "NoConnection": ("Failure", Z, False, b"Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n", ()),
+    # control/outgoingip names an address this machine cannot connect from
+    "SourceUnusable": ("Failure", Z, False, b"Unable to bind the source address %(address)s named by "
+                       b"control/outgoingip: %(reason)s. (#4.3.0)\n", (("address", TEXT), ("reason", TEXT))),
+    "GreetingFailed": ("AtPeer", Z, True, b"Connected to %(ip)s but greeting failed.\n%(reply)s", _PEER),
+    "HeloRejected": ("AtPeer", Z, True, b"Connected to %(ip)s but my name was rejected.\n%(reply)s", _PEER),
+    # a file named by trustanchors, clientcert or clientkey cannot be used
+    "TLSFileUnusable": ("Failure", Z, False, b"Unable to use %(path)s named by control/%(control)s: %(reason)s. "
+                        b"(#4.3.0)\n", (("control", TEXT), ("path", NAME), ("reason", TEXT))),
+    # tlsc-io could not use a file named by a TLS control file (its text names the file)
+    "TLSLocal": ("Failure", Z, False, b"Unable to start TLS: %(why)s. (#4.3.0)\n", (("why", TEXT),)),
+
+    # the transaction
+    "SenderRejected": ("AtPeer", BY_REPLY, True, b"Connected to %(ip)s but sender was rejected.\n%(reply)s", _PEER),
+    "NoRecipients": ("AtPeer", D, True, b"Giving up on %(ip)s.\n", _PEER),
+    "DataRejected": ("AtPeer", BY_REPLY, True, b"%(ip)s failed on DATA command.\n%(reply)s", _PEER),
+    "MessageRejected": ("AtPeer", BY_REPLY, True, b"%(ip)s failed after I sent the message.\n%(reply)s", _PEER),
+    "TooBig": ("AtPeer", D, True, b"Connected to %(ip)s but the message (%(size)s bytes) is bigger than its SIZE "
+               b"limit of %(limit)s bytes. (#5.3.4)\n", (("ip", RAW), ("size", RAW), ("limit", RAW))),
+    "NeedsSmtpUtf8": ("AtPeer", D, True, b"Connected to %(ip)s but an address is not ASCII and the server does not "
+                      b"offer SMTPUTF8. (#5.6.7)\n", (("ip", RAW),)),
+}
 
 
-class TLSLocal(Failure):
-    """tlsc-io could not use a file named by a TLS control file (its text names the file)."""
-    template = b"Unable to start TLS: %(why)s. (#4.3.0)\n"
-    fields = (("why", TEXT),)
-
-
-# --- the transaction ---
-
-class SenderRejected(AtPeer):
-    LETTER = BY_REPLY
-    polite = True
-    template = b"Connected to %(ip)s but sender was rejected.\n%(reply)s"
-
-
-class NoRecipients(AtPeer):
-    LETTER = D
-    polite = True
-    template = b"Giving up on %(ip)s.\n"
-
-
-class DataRejected(AtPeer):
-    LETTER = BY_REPLY
-    polite = True
-    template = b"%(ip)s failed on DATA command.\n%(reply)s"
-
-
-class MessageRejected(AtPeer):
-    LETTER = BY_REPLY
-    polite = True
-    template = b"%(ip)s failed after I sent the message.\n%(reply)s"
-
-
-class TooBig(AtPeer):
-    LETTER = D
-    polite = True
-    template = (b"Connected to %(ip)s but the message (%(size)s bytes) is bigger than its SIZE limit "
-                b"of %(limit)s bytes. (#5.3.4)\n")
-    fields = (("ip", RAW), ("size", RAW), ("limit", RAW))
-
-
-class NeedsSmtpUtf8(AtPeer):
-    LETTER = D
-    polite = True
-    template = (b"Connected to %(ip)s but an address is not ASCII and the server does not offer SMTPUTF8. "
-                b"(#5.6.7)\n")
-    fields = (("ip", RAW),)
+def __getattr__(name):
+    """The exception class of TABLE's row `name`, made on first use and kept."""
+    row = TABLE.get(name)
+    if row is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    kind_of, letter, polite, template, fields = row
+    base = globals().get(kind_of) or __getattr__(kind_of)
+    made = type(name, (base,), {"LETTER": letter, "polite": polite, "template": template,
+                                "fields": base.fields if fields is None else fields, "__module__": __name__})
+    globals()[name] = made
+    return made
 
 
 # --- what is not a failure: recipient reports and the K text ---
@@ -390,13 +302,6 @@ TLS_KINDS = {  # tlsc-io's failure kinds (tlsc.KINDS) as reports say them
 def tls_reason(kind, text):
     """Why a handshake failed, from tlsc-io's failure kind and text."""
     return TLS_KINDS[kind] % safe_text(text)
-
-
-class TLSCFailed(Failure):
-    """tlsc-io could not go on (a bad command line, a program it could not run) and
-    said so itself (-R): the delivery is deferred."""
-    template = b"tlsc-io: %(why)s. (#4.3.0)\n"
-    fields = (("why", TEXT),)
 
 
 def starttls_refused(reply):
