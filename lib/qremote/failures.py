@@ -301,7 +301,7 @@ TLS_KINDS = {  # tlsc-io's failure kinds (tlsc.KINDS) as reports say them
 
 def tls_reason(kind, text):
     """Why a handshake failed, from tlsc-io's failure kind and text."""
-    return TLS_KINDS[kind] % safe_text(text)
+    return TLS_KINDS[kind] % safe_text(text).rstrip(b". ")  # OpenSSL's own full stop would end ours
 
 
 def starttls_refused(reply):

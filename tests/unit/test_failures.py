@@ -37,3 +37,9 @@ def test_by_reply_letters(code, letter):
 def test_control_invalid_is_a_kind_of_control_unreadable():
     assert issubclass(failures.ControlInvalid, failures.ControlUnreadable)
     assert failures.ControlInvalid("me", "bad").text() == b"Invalid control file control/me: bad. (#4.3.0)\n"
+
+
+def test_a_tls_reason_does_not_end_in_two_full_stops():
+    why = failures.tls_reason("name", "IP address mismatch, certificate is not valid for '127.0.0.1'.")
+    assert why == b"certificate name mismatch: IP address mismatch, certificate is not valid for '127.0.0.1'"
+    assert failures.TLSRequired([(b"127.0.0.1", why)], 0).text().endswith(b"'127.0.0.1'). (#4.7.5)\n")
