@@ -19,6 +19,9 @@ from tests.support.chain import Home, decode_reports
 INSTALL = os.path.join(TOP, "package", "install")
 
 
+STOCK_GID = 4242  # a group like qmail's, which root owns nothing else of
+
+
 @pytest.fixture(scope="module")
 def tree():
     # Not under pytest's tmp_path: that is mode 0700, and the point is that others can run it.
@@ -28,6 +31,9 @@ def tree():
     (home / "control" / "me").write_text("keep.example\n")
     os.makedirs(home / "bin")
     (home / "bin" / "qmail-remote").write_bytes(b"\x7fELF stock binary")
+    os.chmod(home / "bin" / "qmail-remote", 0o711)  # stock's mode, and its group is qmail's
+    if os.geteuid() == 0:
+        os.chown(home / "bin" / "qmail-remote", 0, STOCK_GID)
     os.makedirs(home / "man" / "man8")
     (home / "man" / "man8" / "qmail-remote.8").write_text(".TH qmail-remote 8\n(stock)\n")
     for _ in range(2):  # installing twice is an upgrade: must work the same
@@ -96,7 +102,11 @@ def test_queue_or_qmail_send_make_a_qmail_home(tmp_path, sign):
 def test_control_untouched_and_stock_binary_kept(tree):
     assert (tree / "control" / "me").read_text() == "keep.example\n"
     assert os.listdir(tree / "control") == ["me"]
-    assert (tree / "bin" / "qmail-remote.orig").read_bytes() == b"\x7fELF stock binary"
+    kept = tree / "bin" / "qmail-remote.orig"
+    assert kept.read_bytes() == b"\x7fELF stock binary"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o711
+    if os.geteuid() == 0:
+        assert kept.stat().st_gid == STOCK_GID  # as it was: stock's is root:qmail
 
 
 def test_qmailhome_default_is_baked_in(tree):
