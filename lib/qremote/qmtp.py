@@ -71,13 +71,11 @@ class Replies:
         return len(self.replies) == self.expected
 
     def feed(self, data):
-        """Take data; returns the Replies completed by it. ProtocolError on any violation,
-        also for bytes after the last expected reply."""
+        """Take data; returns the Replies completed by it (bytes after the last expected
+        one are kept for finish()). ProtocolError on any violation."""
         self._buffer += data
         done = []
-        while self._buffer:
-            if self.complete:
-                raise ProtocolError("more replies than recipients")
+        while self._buffer and not self.complete:
             reply = self._one()
             if reply is None:
                 break
@@ -114,6 +112,12 @@ class Replies:
             raise ProtocolError("a reply that is not K, Z or D")
         self._buffer = buffer[end + 1:]
         return Reply(letter, body[1:])
+
+    def finish(self, data=b""):
+        """After the last expected reply: ProtocolError if any byte more came (data: what
+        the shell finds already there)."""
+        if self._buffer or data:
+            raise ProtocolError("more replies than recipients")
 
     @property
     def partial(self):

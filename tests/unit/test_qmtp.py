@@ -52,12 +52,23 @@ def test_replies_in_pieces():
     (b"2:Ok,", "not K, Z or D"),
     (b"3:Kok;", "without its ','"),
     (b"3:Xo", "not K, Z or D"),                       # the first byte is judged at once
-    (b"2:Ko,2:Ko,", "more replies"),                 # one recipient, two replies
 ])
 def test_hostile_replies(stream, why):
     r = Replies(1)
     with pytest.raises(ProtocolError, match=why):
         r.feed(stream)
+
+
+def test_more_replies_than_recipients():
+    r = Replies(1)
+    assert [x.letter for x in r.feed(b"2:Ko,2:Ko,")] == [b"K"]  # the expected one is reported first
+    with pytest.raises(ProtocolError, match="more replies"):
+        r.finish()
+    r = Replies(1)
+    r.feed(b"2:Ko,")
+    r.finish()
+    with pytest.raises(ProtocolError, match="more replies"):
+        r.finish(b"2")
 
 
 def test_a_partial_reply_waits():

@@ -107,7 +107,7 @@ def read_replies(channel, expected, ip, reporter):
         while not replies.complete:
             for reply in replies.feed(channel.read_some(deadline)):
                 reporter.recipient(*failures.qmtp_recipient_report(ip, reply))
-        replies.feed(channel.read_ready())  # too many replies: those already here
+        replies.finish(channel.read_ready())  # too many replies: as far as they are already here
     except qmtp.ProtocolError as error:
         raise failures.QMTPProtocol(ip, str(error)) from None
     except Dropped as error:
