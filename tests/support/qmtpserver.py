@@ -31,7 +31,8 @@ KEEP = 1 << 20  # messages up to this size are kept whole
 class Session:
     def __init__(self, peer):
         self.peer = peer
-        self.raw = bytearray()     # ScriptedQMTP: the package as it came (small ones)
+        self.raw = bytearray()     # ScriptedQMTP: the package as it came (its first MiB)
+        self.recipients_field = None  # ScriptedQMTP: the third netstring's content
         self.size = 0              # bytes received
         self.packages = []         # SpecQMTP: (message, sender, recipients, length, sha256) per package
         self.error = None          # SpecQMTP: why the client's bytes were not QMTP
@@ -89,13 +90,17 @@ class _Server(Stoppable):
 
 
 class ScriptedQMTP(_Server):
-    def __init__(self, reply=b"2:Kok,", **kw):
+    def __init__(self, reply=b"2:Ko,", **kw):
         self.reply = reply
         super().__init__(**kw)
 
     def serve(self, conn, session):
         reader = _Raw(conn, session)
-        if not reader.skip_netstring() or not reader.skip_netstring() or not reader.skip_netstring():
+        if not reader.skip_netstring() or not reader.skip_netstring():
+            session.closed_by_client = True
+            return
+        session.recipients_field = reader.skip_netstring(keep=True)
+        if session.recipients_field is None:
             session.closed_by_client = True
             return
         spec = self.reply(session) if callable(self.reply) else self.reply
@@ -129,18 +134,22 @@ class _Raw:
         self.buffer += data
         return bool(data)
 
-    def skip_netstring(self):
+    def skip_netstring(self, keep=False):
+        """True (or its content, keep=True) once a netstring went by; None at the end."""
         while b":" not in self.buffer:
             if not self.fill():
-                return False
+                return None
         digits, _, self.buffer = self.buffer.partition(b":")
         left = int(digits) + 1  # and the ','
+        kept = []
         while left:
             if not self.buffer and not self.fill():
-                return False
+                return None
             taken = min(left, len(self.buffer))
+            if keep:
+                kept.append(self.buffer[:taken])
             self.buffer, left = self.buffer[taken:], left - taken
-        return True
+        return b"".join(kept)[:-1] if keep else True
 
 
 class SpecQMTP(_Server):
