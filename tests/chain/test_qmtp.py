@@ -125,6 +125,17 @@ def test_plain_qmtp_under_tlsstrictness_2_is_not_used(home, qmtp_server, pki):
     assert s.sessions == []
 
 
+def test_plain_qmtp_under_tlsstrictness_1_goes_in_cleartext_with_a_note(home, qmtp_server, pki):
+    s = qmtp_server()
+    qmtp_route(home, "example.org:127.0.0.1:%d" % s.port)
+    home.control("trustanchors", pki.ca_file + "\n")
+    home.control("tlsstrictness", "1\n")
+    reports, _ = home.remote("example.org", "a@src.example", "b@example.org")
+    assert reports[-1][1].startswith(b"127.0.0.1 accepted message over QMTP. (sent in cleartext: no server would "
+                                     b"do TLS)\n")
+    assert len(s.wait_sessions()) == 1
+
+
 # --- QMTPS: QMTP inside TLS, through tlsc-io ---
 
 @pytest.mark.parametrize("strictness", [0, 2])
