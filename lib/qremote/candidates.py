@@ -9,24 +9,27 @@ import _socket  # the C module: socket.py itself costs ~13 ms of imports (enum)
 from . import failures
 
 AF_INET, AF_INET6 = _socket.AF_INET, _socket.AF_INET6
+SMTP, QMTP, QMTPS = "smtp", "qmtp", "qmtps"  # what a target speaks (qmtproutes: routes.py)
 NO_MX_ME = 100000  # stock: "prefme" when none of my addresses is an MX
 ROUTED = 300000    # stock: a routed delivery never excludes anything
 
 
 class Target:
-    """One address to try: ip (text), its family, the port, the MX preference, the MX name."""
+    """One address to try: ip (text), its family, the port, the MX preference, the MX name,
+    and the protocol (routes.SMTP, QMTP or QMTPS: what qmtproutes said)."""
 
-    __slots__ = ("ip", "family", "port", "pref", "name")
+    __slots__ = ("ip", "family", "port", "pref", "name", "protocol")
 
-    def __init__(self, ip, family, port=25, pref=0, name=b""):
+    def __init__(self, ip, family, port=25, pref=0, name=b"", protocol=SMTP):
         self.ip, self.family, self.port, self.pref, self.name = ip, family, port, pref, name
+        self.protocol = protocol
 
     def __repr__(self):
-        return "Target(%r, %r, %r, %r)" % (self.ip, self.port, self.pref, self.name)
+        return "Target(%r, %r, %r, %r, %r)" % (self.ip, self.port, self.pref, self.name, self.protocol)
 
     def __eq__(self, other):
-        return isinstance(other, Target) and (self.ip, self.port, self.pref, self.name) == (
-            other.ip, other.port, other.pref, other.name)
+        return isinstance(other, Target) and (self.ip, self.port, self.pref, self.name, self.protocol) == (
+            other.ip, other.port, other.pref, other.name, other.protocol)
 
 
 def normal_ip(text):

@@ -14,6 +14,9 @@ qmail-remote-io [options] [--] IP SENDER RECIPIENT...
 IP is used in report texts only. SENDER and RECIPIENTs are as qmail-remote got them:
 qmail-remote-io checks and quotes them itself, so it can be run by hand.
 
+qmail-remote-qmtp [options] [--] IP SENDER RECIPIENT...
+  -t, -6, -7, -n              as qmail-remote-io's (QMTP has no greeting, no EHLO)
+
 Only the standard library's cheapest modules here: argparse costs ~10 ms a process.
 """
 
@@ -21,6 +24,7 @@ from . import failures
 from .options import BadOption, fsencode, scan
 
 IO = "qmail-remote-io"
+QMTP = "qmail-remote-qmtp"
 
 
 class IOOptions:
@@ -62,21 +66,37 @@ _IO_NUMERIC = ("timeout", "fdr", "fdw")
 _IO_FLAGS = {"-g": "greeting", "--greeting": "greeting"}
 
 
-def parse_io(argv):
+def parse_io(argv, program=IO, flags=_IO_FLAGS, valued=_IO_VALUED):
     """IOOptions from sys.argv; UsageIO on anything malformed."""
     options = IOOptions()
     try:
-        found, rest = scan([fsencode(a) for a in argv[1:]], _IO_FLAGS, _IO_VALUED, _IO_NUMERIC)
+        found, rest = scan([fsencode(a) for a in argv[1:]], flags, valued, _IO_NUMERIC)
     except BadOption as error:
-        raise failures.UsageIO(IO, str(error)) from None
+        raise failures.UsageIO(program, str(error)) from None
     for field, value in found.items():
         setattr(options, field, fsencode(value) if field in ("ehlo", "note") else value)
     if len(rest) < 3:
-        raise failures.UsageIO(IO, "usage: qmail-remote-io [options] [--] ip sender recip [recip ...]")
+        raise failures.UsageIO(program, "usage: %s [options] [--] ip sender recip [recip ...]" % program)
     options.ip = rest[0]
     options.sender = rest[1]
     options.recipients = rest[2:]
     return options
+
+
+def build_qmtp(path, timeout, ip, sender, recipients, note=b""):
+    """qmail-remote-qmtp's argv as qmail-remote execs it (bytes; addresses raw)."""
+    argv = [path.encode(), b"-t", b"%d" % timeout]
+    if note:
+        argv += [b"-n", note]
+    return argv + [b"--", ip.encode(), sender] + list(recipients)
+
+
+_QMTP_VALUED = {k: v for k, v in _IO_VALUED.items() if v in ("timeout", "fdr", "fdw", "note")}
+
+
+def parse_qmtp(argv):
+    """IOOptions (greeting, ehlo, capabilities unused) from qmail-remote-qmtp's argv."""
+    return parse_io(argv, QMTP, {}, _QMTP_VALUED)
 
 
 # --- qmail-remote's internal resume option ---

@@ -244,6 +244,19 @@ TABLE = {
                b"limit of %(limit)s bytes. (#5.3.4)\n", (("ip", RAW), ("size", RAW), ("limit", RAW))),
     "NeedsSmtpUtf8": ("AtPeer", D, True, b"Connected to %(ip)s but an address is not ASCII and the server does not "
                       b"offer SMTPUTF8. (#5.6.7)\n", (("ip", RAW),)),
+
+    # QMTP (qmtproutes, qmail-remote-qmtp)
+    # the package starts with the message's length: a pipe cannot say it in advance
+    "QMTPNeedsFile": ("Failure", Z, False, b"QMTP needs the message in a regular file, whose length is known "
+                      b"before it is sent; fd 0 is not one. (#4.3.0)\n", ()),
+    "MessageChanged": ("Failure", Z, False, b"Unable to read message: its length changed while it was sent. "
+                       b"(#4.3.0)\n", ()),
+    # qmtproutes' QMTPS port: the handshake (tlsc-io) failed, and there is no cleartext there
+    "QMTPSFailed": ("Failure", Z, False, b"Connected to %(ip)s but the QMTPS handshake failed: %(why)s. (#4.4.2)\n",
+                    (("ip", RAW), ("why", TEXT))),
+    # replies are read only once the whole package went out: always a possible duplicate
+    "QMTPProtocol": ("AtPeer", Z, False, b"Connected to %(ip)s but it did not talk proper QMTP (%(why)s). "
+                     b"Possible duplicate! (#4.4.2)\n", (("ip", RAW), ("why", TEXT))),
 }
 
 
@@ -283,11 +296,34 @@ def accepted(ip, reply, protocol=None, cipher=None, verified=False, note=b""):
     return first + b"\n" + remote_said(reply)
 
 
+def qmtp_said(reply):
+    """A QMTP reply's description as stock's "Remote host said:" line (foreign bytes: one
+    printable line)."""
+    return b"Remote host said: %s\n" % safe_text(reply.text) if reply.text else b""
+
+
+def qmtp_recipient_report(ip, reply):
+    """(letter, text) for a QMTP reply to one recipient: K -> r, D -> h, Z -> s."""
+    if reply.ok:
+        return RCPT_OK, b""
+    letter = RCPT_PERM if reply.letter == D else RCPT_TEMP
+    return letter, b"%s does not like recipient.\n%s" % (ip, qmtp_said(reply))
+
+
+def qmtp_accepted(ip, reply, protocol=None, cipher=None, verified=False, note=b""):
+    """The K text of a QMTP delivery: as accepted(), with "QMTP" or "QMTPS" said, and the
+    last accepting reply."""
+    first = accepted(ip, None, protocol, cipher, verified, note).rstrip(b"\n")
+    return first.replace(b" accepted message.", b" accepted message over QMTP%s." % (b"S" if protocol else b""),
+                         1) + b"\n" + qmtp_said(reply)
+
+
 # --- why an address was not used over TLS (the Plan keeps them for TLSRequired) ---
 
 TLS_NOT_OFFERED = b"no STARTTLS offered"
 TLS_INJECTION = b"plaintext after the STARTTLS reply (response injection)"
 NO_TLS_NOTE = b"sent in cleartext: no server would do TLS"
+QMTP_NO_TLS = b"QMTP has no STARTTLS: qmtproutes names no QMTPS port"
 
 TLS_KINDS = {  # tlsc-io's failure kinds (tlsc.KINDS) as reports say them
     "verify": b"certificate not trusted: %s",

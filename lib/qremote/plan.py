@@ -31,6 +31,7 @@ Callers change a Plan only through its methods.
 """
 
 from . import failures
+from .candidates import QMTP, QMTPS, SMTP
 
 # What to do with a connection whose server will not do TLS although the policy wants it.
 CLEAR, SKIP = "clear", "skip"
@@ -84,10 +85,12 @@ class Kept:
 
 
 class Plan:
-    __slots__ = ("policy", "todo", "later", "reasons", "tried", "pass_no", "last_failure", "deadline", "budget")
+    __slots__ = ("policy", "todo", "later", "reasons", "tried", "pass_no", "last_failure", "deadline", "budget",
+                 "source")
 
-    def __init__(self, policy, targets=(), deadline=float("inf"), budget=0):
+    def __init__(self, policy, targets=(), deadline=float("inf"), budget=0, source=None):
         self.policy = policy
+        self.source = source      # the route's localip (qmtproutes), or None: control/outgoingip
         self.todo = [Attempt(t) for t in targets]  # Attempts left in this pass, in order
         self.later = []           # targets for the cleartext pass 2 (strictness 1)
         self.reasons = Kept()     # why addresses would not do TLS (TLSRequired)
@@ -161,6 +164,14 @@ class Plan:
             self.later.append(attempt.target)
 
     def _handshake_failed(self, attempt, why):
+        if attempt.target.protocol == QMTPS:
+            # implicit TLS: this port has no cleartext to fall back to, at any strictness
+            ip = attempt.target.ip.encode()
+            self.tried.add(ip, why)
+            if self.policy.strictness >= 2:
+                self.reasons.add(ip, why)
+            self.last_failure = failures.QMTPSFailed(ip, why)
+            return
         if self.policy.strictness == 0:
             self.todo.insert(0, Attempt(attempt.target, cleartext=True, note=failures.cleartext_note(why),
                                         retry=True))
@@ -182,18 +193,19 @@ class Plan:
 
     # --- the codec: --qremote-resume=STATE ---
     #
-    # STATE = "2" ; PASS ; DEADLINE ; BUDGET ; POLICY ; NAMES ; TODO ; LATER ; REASONS ; TRIED ; LAST
+    # STATE = "3" ; PASS ; DEADLINE ; BUDGET ; POLICY ; NAMES ; TODO ; LATER ; REASONS ; TRIED ; LAST ; SOURCE
     #   POLICY   strictness/hex(anchors)/hex(clientcert)/hex(clientkey) (empty hex: none)
     #   NAMES    hex(name),...: each MX name once; targets refer to it by index
-    #   TODO     ip/port/pref/index/flags/hex(note),...  flags "c" cleartext, "r" retry;
-    #            the first is the one handed to tlsc-io
-    #   LATER    ip/port/pref/index,...
+    #   TODO     ip/port/pref/index/protocol/flags/hex(note),...  flags "c" cleartext, "r" retry;
+    #            the first is the one handed to tlsc-io; protocol smtp, qmtp or qmtps
+    #   LATER    ip/port/pref/index/protocol,...
     #   REASONS, TRIED  more,hex(ip)/hex(why),...
     #   LAST     hex(letter + text) of the last server failure, or empty
+    #   SOURCE   the route's localip, or empty
     # Every part is bounded (32 MX names of at most 255 octets, 16 addresses each,
     # MAX_KEPT reasons), so the state always fits one argv word (128 KiB).
 
-    VERSION = "2"
+    VERSION = "3"
 
     def dump(self, first=None):
         """STATE, with attempt `first` (handed to tlsc-io) in front of the todo list."""
@@ -203,7 +215,7 @@ class Plan:
             names.setdefault(target.name, len(names))
 
         def target(t):
-            return "%s/%d/%d/%d" % (t.ip, t.port, t.pref, names[t.name])
+            return "%s/%d/%d/%d/%s" % (t.ip, t.port, t.pref, names[t.name], t.protocol)
 
         def kept(k):
             return ",".join(["%d" % k.more] + ["%s/%s" % (ip.hex(), why.hex()) for ip, why in k.pairs])
@@ -219,7 +231,8 @@ class Plan:
                                    a.note.hex()) for a in todo),
             ",".join(target(t) for t in self.later),
             kept(self.reasons), kept(self.tried),
-            (failure.letter + failure.text()).hex() if failure is not None else ""])
+            (failure.letter + failure.text()).hex() if failure is not None else "",
+            self.source or ""])
 
     @classmethod
     def load(cls, state):
@@ -227,20 +240,22 @@ class Plan:
         from .candidates import Target, normal_ip
 
         parts = state.split(";")
-        if len(parts) != 11 or parts[0] != cls.VERSION:
+        if len(parts) != 12 or parts[0] != cls.VERSION:
             raise ValueError("not a version %s state" % cls.VERSION)
-        _, pass_no, deadline, budget, policy, names, todo, later, reasons, tried, last = parts
+        _, pass_no, deadline, budget, policy, names, todo, later, reasons, tried, last, source = parts
         strictness, anchors, cert, key = policy.split("/")
         if strictness not in ("0", "1", "2"):
             raise ValueError("bad strictness %r" % strictness)
         names = [bytes.fromhex(name) for name in names.split(",")] if names else []
 
         def target(fields):
-            ip, port, pref, index = fields
+            ip, port, pref, index, protocol = fields
             found = normal_ip(ip)
             if found is None:
                 raise ValueError("bad address %r" % ip)
-            return Target(found[0], found[1], int(port), int(pref), names[int(index)])
+            if protocol not in (SMTP, QMTP, QMTPS):
+                raise ValueError("bad protocol %r" % protocol)
+            return Target(found[0], found[1], int(port), int(pref), names[int(index)], protocol)
 
         def kept(text):
             more, *pairs = text.split(",")
@@ -248,13 +263,16 @@ class Plan:
 
         plan = cls(Policy(int(strictness), bytes.fromhex(anchors) or None, bytes.fromhex(cert) or None,
                           bytes.fromhex(key) or None), (), float(deadline), int(budget))
+        if source and normal_ip(source) is None:
+            raise ValueError("bad source address %r" % source)
+        plan.source = source or None
         plan.pass_no = int(pass_no)
         for item in filter(None, todo.split(",")):
             fields = item.split("/")
-            if len(fields) != 6 or fields[4] not in ("", "c", "r", "cr"):
+            if len(fields) != 7 or fields[5] not in ("", "c", "r", "cr"):
                 raise ValueError("bad attempt %r" % item)
-            plan.todo.append(Attempt(target(fields[:4]), cleartext="c" in fields[4], note=bytes.fromhex(fields[5]),
-                                     retry="r" in fields[4]))
+            plan.todo.append(Attempt(target(fields[:5]), cleartext="c" in fields[5], note=bytes.fromhex(fields[6]),
+                                     retry="r" in fields[5]))
         if not plan.todo:
             raise ValueError("no attempt: the first one is the one whose handshake failed")
         plan.later = [target(item.split("/")) for item in filter(None, later.split(","))]

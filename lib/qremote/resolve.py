@@ -15,9 +15,13 @@ def targets_for(host, route, timeoutdns=None):
     if route is not MX:
         literal = parse_literal(route.relay)
         if literal is not None:
-            return usable_literal(Target(literal[0], literal[1], route.port, 0, route.relay), failures.Z)
+            return usable_literal(Target(literal[0], literal[1], route.port, 0, route.relay, route.protocol),
+                                  failures.Z)
         from . import resolver
-        return resolver.relay_targets(route.relay, route.port, timeoutdns)
+        targets = resolver.relay_targets(route.relay, route.port, timeoutdns)
+        for target in targets:
+            target.protocol = route.protocol
+        return targets
     literal = parse_literal(host)
     if literal is not None:
         return usable_literal(Target(literal[0], literal[1], 25, 0, host), failures.D)

@@ -1,4 +1,4 @@
-"""control/smtproutes: parse (stock syntax), compile to a cdb, look a host up.
+"""control/smtproutes and control/qmtproutes: parse, compile to a cdb, look a host up.
 
 Syntax, as stock: one route per line, `domain:relay`, split at the first ':'; keys
 compare case-insensitively; the last line for a key wins; empty lines and lines
@@ -7,6 +7,17 @@ looking), `host`, `host:port`, `[1.2.3.4]:port` or `[IPv6:...]:port` (the bracke
 keep an IPv6 relay's colons apart from the port). Stock silently ignores a line
 without ':' and takes port 0 from `relay:x`; here both refuse the file with a Z that
 names the line, so a typo never quietly changes where mail goes.
+
+control/qmtproutes (s/qmail's, looked at before smtproutes) has the same lines, and
+the value may also take s/qmail's enhanced form `relay;[s]port|user|password|localip`
+(parse_enhanced, which smtproutes will share once it has AUTH): `relay;6209`, `relay;s`,
+`relay;s7000`, `relay;209||| 192.0.2.1`. The port is 209 (QMTP) by default; 6209, or
+any port written with `s`, is QMTPS (QMTP inside TLS, through tlsc-io). A user or a
+password refuses the file: QMTP has no AUTH, and a secret that is silently not used
+is worse than a Z. localip is the source address of the connection (as
+control/outgoingip, for this route). An empty relay ends the QMTP lookup: the host
+goes by smtproutes (or MX) as without a qmtproutes line, so `.sub.example.org:`
+exempts a subdomain from a wider QMTP route.
 
 Lookup, as stock: the whole host, then each suffix starting at a '.', left to right
 (`.sub.example.org`, `.example.org`, `.org`), then the empty key (the default).
@@ -35,52 +46,129 @@ import os
 import stat
 
 from . import cdbread, control, failures
+from .candidates import QMTP, QMTPS, SMTP
 from .paths import CONTROL, RUN
 from .tcpto import lock as lock_within  # the one flock-with-a-deadline
 
-SOURCE = os.path.join(CONTROL, "smtproutes")
-CDB_NAME, LOCK_NAME = "smtproutes.cdb", "smtproutes.lock"  # in RUN
-CDB = os.path.join(RUN, CDB_NAME)
 LOCK_WAIT = 5.0  # seconds; a compile takes milliseconds: longer means a stuck holder
-_STAMP_KEY = b"\0qremote-smtproutes-stamp"  # no domain starts with NUL: no clash
 
 MX = None  # lookup result: no artificial route, deliver by MX
+QMTP_PORT, QMTPS_PORT = 209, 6209
+
+
+class RouteFile:
+    """One routes control file and its cache in RUN."""
+
+    __slots__ = ("name", "source", "cdb_name", "lock_name", "cdb", "stamp_key", "enhanced")
+
+    def __init__(self, name, enhanced):
+        self.name = name
+        self.source = os.path.join(CONTROL, name)
+        self.cdb_name, self.lock_name = name + ".cdb", name + ".lock"
+        self.cdb = os.path.join(RUN, self.cdb_name)
+        self.stamp_key = b"\0qremote-%s-stamp" % name.encode()  # no domain starts with NUL: no clash
+        self.enhanced = enhanced  # s/qmail's "relay;[s]port|user|password|localip" (QMTP)
+
+
+SMTPROUTES = RouteFile("smtproutes", False)
+QMTPROUTES = RouteFile("qmtproutes", True)
+SOURCE, CDB_NAME, LOCK_NAME, CDB = SMTPROUTES.source, SMTPROUTES.cdb_name, SMTPROUTES.lock_name, SMTPROUTES.cdb
+_STAMP_KEY = SMTPROUTES.stamp_key
 
 
 class Route:
-    """An artificial route: connect to relay (a name or an IP literal) on port."""
+    """An artificial route: connect to relay (a name or an IP literal) on port, speaking
+    protocol (SMTP, QMTP, QMTPS), from localip (text) when it is not None."""
 
-    __slots__ = ("relay", "port")
+    __slots__ = ("relay", "port", "protocol", "localip")
 
-    def __init__(self, relay, port):
-        self.relay, self.port = relay, port
+    def __init__(self, relay, port, protocol=SMTP, localip=None):
+        self.relay, self.port, self.protocol, self.localip = relay, port, protocol, localip
 
     def __eq__(self, other):
-        return isinstance(other, Route) and (self.relay, self.port) == (other.relay, other.port)
+        return isinstance(other, Route) and (self.relay, self.port, self.protocol, self.localip) == (
+            other.relay, other.port, other.protocol, other.localip)
 
     def __repr__(self):
-        return "Route(%r, %r)" % (self.relay, self.port)
+        return "Route(%r, %r, %r, %r)" % (self.relay, self.port, self.protocol, self.localip)
 
     def encode(self):
-        return b"%s\0%d" % (self.relay, self.port)
+        if self.protocol == SMTP and self.localip is None:
+            return b"%s\0%d" % (self.relay, self.port)  # as the caches before QMTP
+        return b"%s\0%d\0%s\0%s" % (self.relay, self.port, self.protocol.encode(), (self.localip or "").encode())
 
     @classmethod
     def decode(cls, value):
         if not value:
             return MX
-        relay, _, port = value.partition(b"\0")
-        return cls(relay, int(port))
+        fields = value.split(b"\0")
+        if len(fields) == 2:
+            return cls(fields[0], int(fields[1]))
+        relay, port, protocol, localip = fields  # ValueError on anything else: the cdb is rebuilt
+        protocol = protocol.decode("ascii")
+        if protocol not in (SMTP, QMTP, QMTPS):
+            raise ValueError("bad protocol")
+        return cls(relay, int(port), protocol, localip.decode("ascii") or None)
 
 
-def _invalid(number, why):
-    return failures.ControlInvalid("smtproutes", "line %d: %s" % (number, why))
+def _invalid(number, why, name="smtproutes"):
+    return failures.ControlInvalid(name, "line %d: %s" % (number, why))
 
 
-def parse_relay(number, relay):
+def _port(number, text, name):
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise _invalid(number, "the port must be a number from 1 to 65535", name)
+    return int(text)
+
+
+def parse_enhanced(number, value, name):
+    """s/qmail's `relay;[s]port|user|password|localip` -> (relay, port text or None,
+    implicit TLS, user, password, localip): the syntax only, shared by the route files
+    that take it. Without ';' the whole value is the relay (stock syntax)."""
+    relay, semicolon, rest = value.partition(b";")
+    if not semicolon:
+        return relay, None, False, b"", b"", b""
+    parts = rest.split(b"|")
+    if len(parts) > 4:
+        raise _invalid(number, "more than relay;port|user|password|localip", name)
+    parts += [b""] * (4 - len(parts))
+    port, user, password, localip = parts
+    tls = port.startswith(b"s")
+    return relay, (port[1:] if tls else port) or None, tls, user, password, localip
+
+
+def parse_qmtp_relay(number, value):
+    """A qmtproutes value: MX (empty: ask smtproutes) or a QMTP or QMTPS Route."""
+    name = QMTPROUTES.name
+    if not value:
+        return MX
+    relay, port, tls, user, password, localip = parse_enhanced(number, value, name)
+    if user or password:
+        raise _invalid(number, "QMTP has no AUTH: a user or password is not used here", name)
+    if not relay:
+        raise _invalid(number, "no relay host before the port", name)
+    route = parse_relay(number, relay, name, QMTPS_PORT if tls else QMTP_PORT)
+    if port is not None:
+        after_host = relay.rpartition(b"]")[2] if relay.startswith(b"[") else relay
+        if b":" in after_host:
+            raise _invalid(number, "a port after ':' and after ';'", name)
+        route.port = _port(number, port, name)
+    route.protocol = QMTPS if tls or route.port == QMTPS_PORT else QMTP
+    if localip:
+        from .candidates import normal_ip
+
+        found = normal_ip(localip.decode("ascii", "replace"))
+        if found is None:
+            raise _invalid(number, "localip must be an IP address", name)
+        route.localip = found[0]
+    return route
+
+
+def parse_relay(number, relay, name="smtproutes", default_port=25):
     """The value part of a line: MX (empty) or a Route."""
     if not relay:
         return MX
-    port = b"25"
+    port = b"%d" % default_port
     if relay.startswith(b"["):
         close = relay.find(b"]")
         if close < 0:
@@ -88,27 +176,26 @@ def parse_relay(number, relay):
         host, rest = relay[:close + 1], relay[close + 1:]
         if rest:
             if not rest.startswith(b":"):
-                raise _invalid(number, "junk after ']'")
+                raise _invalid(number, "junk after ']'", name)
             port = rest[1:]
     else:
         host, colon, after = relay.partition(b":")
         if colon:
             port = after
     if not host:
-        raise _invalid(number, "no relay host before the port")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise _invalid(number, "the port must be a number from 1 to 65535")
-    return Route(host, int(port))
+        raise _invalid(number, "no relay host before the port", name)
+    return Route(host, _port(number, port, name))
 
 
-def parse(lines):
+def parse(lines, routes=SMTPROUTES):
     """(line number, line) pairs -> {lower-cased key: Route or MX}; last one wins."""
     table = {}
     for number, line in lines:
         key, colon, relay = line.partition(b":")
         if not colon:
-            raise _invalid(number, "no ':' between domain and relay")
-        table[key.lower()] = parse_relay(number, relay.strip(b" \t"))
+            raise _invalid(number, "no ':' between domain and relay", routes.name)
+        relay = relay.strip(b" \t")
+        table[key.lower()] = parse_qmtp_relay(number, relay) if routes.enhanced else parse_relay(number, relay)
     return table
 
 
@@ -138,18 +225,18 @@ def stamp_of(st):
 _NOT_A_FILE = b"not a regular file"  # the stamp of no cdb: the text is read, and refused
 
 
-def source_stamp():
-    """The stamp of control/smtproutes, or None if there is none.
+def source_stamp(routes=SMTPROUTES):
+    """The stamp of control/smtproutes (or qmtproutes), or None if there is none.
 
     Opened, not just stat'ed: a file that cannot be read any more (its mode, or a group
     the user lost) is a Z even while the cdb built from it is current.
     """
     try:
-        fd = os.open(SOURCE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(routes.source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise failures.ControlUnreadable("smtproutes", error.strerror) from None
+        raise failures.ControlUnreadable(routes.name, error.strerror) from None
     try:
         st = os.fstat(fd)
     finally:
@@ -159,14 +246,14 @@ def source_stamp():
 
 # --- the cdb cache ---
 
-def _open_cdb(stamp):
+def _open_cdb(stamp, routes):
     """A lookup function over the cdb if it exists, is sound, and matches stamp; else None.
 
     The function raises cdbread.Corrupt (a ValueError) when the lookup meets damage.
     """
     try:
         # O_NONBLOCK: a FIFO put in its place must not hang the delivery in open()
-        fd = os.open(CDB, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(routes.cdb, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -178,14 +265,14 @@ def _open_cdb(stamp):
     finally:
         os.close(fd)
     try:
-        if cdbread.get(data, _STAMP_KEY) != stamp:
+        if cdbread.get(data, routes.stamp_key) != stamp:
             return None
     except cdbread.Corrupt:
         return None
     return lambda key: cdbread.get(data, key)
 
 
-def _lock_run_directory():
+def _lock_run_directory(routes):
     """(run directory fd, locked lock fd, owner for new files or None), or None: no cache.
 
     The lock is opened read-only (flock needs no more), so a lock file left by another
@@ -203,9 +290,9 @@ def _lock_run_directory():
             owner = st.st_uid, st.st_gid
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            lock = os.open(LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=run)
+            lock = os.open(routes.lock_name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=run)
         except FileExistsError:
-            lock = os.open(LOCK_NAME, flags, dir_fd=run)
+            lock = os.open(routes.lock_name, flags, dir_fd=run)
             if not stat.S_ISREG(os.fstat(lock).st_mode):
                 os.close(lock)
                 os.close(run)
@@ -215,7 +302,7 @@ def _lock_run_directory():
                 try:
                     os.fchown(lock, *owner)
                 except OSError:
-                    os.unlink(LOCK_NAME, dir_fd=run)
+                    os.unlink(routes.lock_name, dir_fd=run)
                     raise
         lock_within(lock, LOCK_WAIT)  # held too long by another delivery: OSError
         return run, lock, owner
@@ -226,8 +313,8 @@ def _lock_run_directory():
         return None
 
 
-def _write_cdb(run, owner, table, stamp):
-    temp = "%s.tmp%d" % (CDB_NAME, os.getpid())
+def _write_cdb(run, owner, table, stamp, routes):
+    temp = "%s.tmp%d" % (routes.cdb_name, os.getpid())
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(temp, flags, 0o644, dir_fd=run)
@@ -241,7 +328,7 @@ def _write_cdb(run, owner, table, stamp):
             from cdblib import Writer
 
             writer = Writer(out)
-            writer.put(_STAMP_KEY, stamp)
+            writer.put(routes.stamp_key, stamp)
             for key, route in table.items():
                 writer.put(key, route.encode() if route is not MX else b"")
             writer.finalize()
@@ -250,7 +337,7 @@ def _write_cdb(run, owner, table, stamp):
             if owner is not None:
                 os.fchown(fd, *owner)
             os.fsync(fd)
-        os.rename(temp, CDB_NAME, src_dir_fd=run, dst_dir_fd=run)
+        os.rename(temp, routes.cdb_name, src_dir_fd=run, dst_dir_fd=run)
     except BaseException:
         try:
             os.unlink(temp, dir_fd=run)
@@ -259,10 +346,10 @@ def _write_cdb(run, owner, table, stamp):
         raise
 
 
-def _read_source():
-    """(stamp, lines) of the text, or (None, None) when there is no smtproutes."""
-    stamp = source_stamp()  # before the content: a later edit only makes the cdb stale
-    lines = None if stamp is None else control.read_lines("smtproutes")
+def _read_source(routes):
+    """(stamp, lines) of the text, or (None, None) when there is no such file."""
+    stamp = source_stamp(routes)  # before the content: a later edit only makes the cdb stale
+    lines = None if stamp is None else control.read_lines(routes.name)
     return (None, None) if lines is None else (stamp, lines)
 
 
@@ -275,33 +362,33 @@ def _table_getter(table):
     return get
 
 
-def load(rebuild=False):
+def load(rebuild=False, routes=SMTPROUTES):
     """A get(key) -> encoded value function for the current routes, or None if none.
 
     Fast path: the cdb matches the text; no lock, one open of the text, one mmap. Slow
     path: take the lock, check again (another delivery may have just rebuilt it),
     compile. rebuild: the cdb matched but turned out damaged; compile anyway.
     """
-    stamp = source_stamp()
+    stamp = source_stamp(routes)
     if stamp is None:
         return None
-    get = None if rebuild else _open_cdb(stamp)
+    get = None if rebuild else _open_cdb(stamp, routes)
     if get is not None:
         return get
-    locked = _lock_run_directory()
+    locked = _lock_run_directory(routes)
     try:
-        stamp, lines = _read_source()
+        stamp, lines = _read_source(routes)
         if stamp is None:
             return None
         if locked is not None and not rebuild:
-            get = _open_cdb(stamp)
+            get = _open_cdb(stamp, routes)
             if get is not None:
                 return get
-        table = parse(lines)
+        table = parse(lines, routes)
         if locked is not None:
             run, _, owner = locked
             try:
-                _write_cdb(run, owner, table, stamp)
+                _write_cdb(run, owner, table, stamp, routes)
             except OSError:
                 pass  # cannot cache it this time: the table in memory still serves
         return _table_getter(table)
@@ -312,14 +399,21 @@ def load(rebuild=False):
 
 
 def route_for(host):
-    """The Route for host, or MX (also when there is no smtproutes at all)."""
-    get = load()
+    """The Route for host: qmtproutes' first (an empty relay there is no route), then
+    smtproutes'; MX when neither has one (also when neither file exists)."""
+    route = route_in(QMTPROUTES, host)
+    return route if route is not MX else route_in(SMTPROUTES, host)
+
+
+def route_in(routes, host):
+    """The Route for host in one routes file, or MX."""
+    get = load(routes=routes)
     if get is None:
         return MX
     try:
         value = lookup_in(get, host)
         return MX if value is None else Route.decode(value)
     except ValueError:  # cdbread.Corrupt or a value that does not decode: compile the text again
-        get = load(rebuild=True)
+        get = load(rebuild=True, routes=routes)
         value = None if get is None else lookup_in(get, host)
         return MX if value is None else Route.decode(value)

@@ -99,6 +99,22 @@ class Channel:
                 raise Dropped("connection closed by the remote host")
             return data
 
+    def read_some(self, deadline):
+        """Whatever has come (greedy mode), waiting at most until deadline; Dropped at
+        the end of the stream or of the time."""
+        if self.surplus:
+            data, self.surplus = self.surplus, b""
+            return data
+        return self._read(min(deadline, self.deadline))
+
+    def read_ready(self):
+        """What has already come, without waiting (b"" for nothing, or the end)."""
+        data, self.surplus = self.surplus, b""
+        try:
+            return data + os.read(self.rfd, READ_SIZE)
+        except OSError:  # BlockingIOError: nothing more is there
+            return data
+
     def read_reply(self):
         """One whole reply; raises Dropped (also for an endless reply: too_long)."""
         parser = ReplyParser()

@@ -212,3 +212,27 @@ def test_commands_import_qremote_from_the_bundle(installed):
     home, loaders = done.stdout.split("\n")[:2]
     assert home == os.path.dirname(installed)
     assert loaders == "QremoteBundle"
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["qmtp", "qmtps"])
+def test_qmtp_program_loads_no_resolver_and_no_tls(audit, pki, tls):
+    """qmail-remote-qmtp, like qmail-remote-io: no resolver, no TLS (tlsc-io's), and
+    qmail-remote-io is not run at all."""
+    from tests.support.qmtpserver import SpecQMTP
+    with SpecQMTP(tls_cert=pki.server("127.0.0.1") if tls else None) as s:
+        audit.control("qmtproutes", "example.org:127.0.0.1;%s%d\n" % ("s" if tls else "", s.port))
+        _, raw = audit.remote("example.org", "s@src.example", "r@example.org", message=MSG)
+        assert raw.startswith(b"r\0K127.0.0.1 accepted message over QMTP%s." % (b"S" if tls else b"")), raw
+    loaded = audit.loaded()
+    assert forbidden(loaded["qmail-remote"], RESOLVER + TLS) == []
+    assert forbidden(loaded["qmail-remote-qmtp"], TARGETS + TLS) == []
+    assert "qmail-remote-io" not in loaded
+    assert ("tlsc-io" in loaded) is tls
+
+
+def test_qmtp_core_does_no_io():
+    from tests.conftest import TOP
+    code = ("import sys; sys.path.insert(0, %r); import qremote.qmtp; print(' '.join(sys.modules))"
+            % os.path.join(TOP, "lib"))
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert forbidden(set(done.stdout.split()), IO + RESOLVER) == []

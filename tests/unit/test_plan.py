@@ -258,23 +258,68 @@ def test_deadline_passed_reports_what_was_tried():
                               b"(#4.4.1)\n")
 
 
-@pytest.mark.parametrize("state", ["", "2;1;inf;0;0///;;;;0;0;", "1;127.0.0.1/25/0///;;;;",
-                                   "2;x;inf;0;0///;;127.0.0.1/25/0/0//;;0;0;",
-                                   "2;1;inf;0;3///;;127.0.0.1/25/0/0//;;0;0;",
-                                   "2;1;inf;0;0///;;127.0.0.1/25/0/0//;;0;0;",
-                                   "2;1;inf;0;0///;zz;127.0.0.1/25/0/0//;;0;0;",
-                                   "2;1;inf;0;0///;;127.0.0.1/25/0/0/q/;;0;0;",
-                                   "2;1;inf;0;0///;;999.0.0.1/25/0/0//;;0;0;",
-                                   "2;1;inf;0;0///;;127.0.0.1/25/0/0//;;0;0;4b",
-                                   "2;1;inf;0;0///;;127.0.0.1/25/0/0//;;0;0;5a0",
-                                   "2;1;inf;0;0///;;127.0.0.1/25/0/0//;;x;0;"])
+GOOD = "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;"
+
+
+@pytest.mark.parametrize("state", ["", "3;1;inf;0;0///;;;;0;0;;", "1;127.0.0.1/25/0///;;;;",
+                                   "2;1;inf;0;0///;6d78;127.0.0.1/25/0/0//;;0;0;",  # before QMTP
+                                   "3;x;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;",
+                                   "3;1;inf;0;3///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;",
+                                   "3;1;inf;0;0///;;127.0.0.1/25/0/0/smtp//;;0;0;;",
+                                   "3;1;inf;0;0///;zz;127.0.0.1/25/0/0/smtp//;;0;0;;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp/q/;;0;0;;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/lmtp//;;0;0;;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0//;;0;0;;",
+                                   "3;1;inf;0;0///;6d78;999.0.0.1/25/0/0/smtp//;;0;0;;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;4b;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;5a0;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;x;0;;",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;not-an-ip",
+                                   GOOD + ";"])
 def test_malformed_resume_state(state):
     with pytest.raises((ValueError, IndexError)):
         Plan.load(state)
 
 
 def test_a_wellformed_state_loads():
-    assert Plan.load("2;1;inf;0;0///;6d78;127.0.0.1/25/0/0//;;0;0;").todo[0].target.name == b"mx"
+    loaded = Plan.load(GOOD)
+    assert loaded.todo[0].target.name == b"mx" and loaded.todo[0].target.protocol == "smtp"
+    assert loaded.source is None
+
+
+def test_protocol_and_source_travel_in_the_state():
+    """QMTPS's handshake fails in tlsc-io: the resumed plan must still know the targets
+    are QMTPS (and the route's localip), or it would retry them as SMTP."""
+    mixed = [Target("127.0.0.2", AF_INET, 6209, 0, b"relay.test", "qmtps"),
+             Target("::2", AF_INET6, 209, 0, b"relay.test", "qmtp")]
+    p = Plan(Policy(), mixed, source="127.0.0.9")
+    p.later.append(mixed[1])
+    back = round_trip(p)
+    assert [a.target.protocol for a in back.todo] == ["qmtps", "qmtp"] and back.todo[0].target.port == 6209
+    assert back.later[0].protocol == "qmtp" and back.source == "127.0.0.9"
+
+
+@pytest.mark.parametrize("strictness", [0, 1, 2])
+def test_qmtps_handshake_failure_has_no_cleartext_retry(strictness):
+    """Implicit TLS: port 6209 speaks no cleartext, so a failed handshake moves on to
+    the next address at every strictness, and is what is reported when none is left."""
+    qmtps = [Target("127.0.0.2", AF_INET, 6209, 0, b"relay.test", "qmtps"),
+             Target("127.0.0.3", AF_INET, 6209, 0, b"relay.test", "qmtps")]
+    p = Plan(Policy(strictness, b"/ca.pem" if strictness else None), qmtps)
+    first, second = p.next_group()
+    p.put_back([second])
+    back = round_trip(p, first)
+    back.handshake_failed(b"TLS handshake error: x")
+    assert [(a.target.ip, a.cleartext) for a in back.todo] == [("127.0.0.3", False)]
+    back.handshake_failed(b"TLS handshake error: y")
+    assert back.next_group() == []
+    failure = back.exhausted(0)
+    assert failure.letter == failures.Z
+    if strictness == 2:
+        assert isinstance(failure, failures.TLSRequired)
+    else:
+        assert failure.text() == (b"Connected to 127.0.0.3 but the QMTPS handshake failed: TLS handshake error: y. "
+                                  b"(#4.4.2)\n")
 
 
 # --- texts ---

@@ -14,6 +14,11 @@ The decisions are elsewhere: smtp/opening.py runs the greeting, EHLO and STARTTL
 exchange, plan.py chooses the addresses and what a server without TLS means. This
 module only moves bytes and execs.
 
+A target qmtproutes made QMTP (routes.py) has no opening: once connected, this
+process execs qmail-remote-qmtp on fds 6 and 7 at once, or for QMTPS (implicit TLS)
+tlsc-io, which execs qmail-remote-qmtp inside TLS. QMTP has no STARTTLS: when the
+policy wants TLS, a plain QMTP target counts as a server without it (plan.py).
+
 When tlsc-io's handshake fails it execs its failure continuation: this program
 again, as `qmail-remote --qremote-resume=STATE host sender recip...` with
 TLSC_FAILURE in the environment. STATE is the plan (plan.py), so the loop goes on
@@ -25,6 +30,7 @@ import sys
 import time
 
 from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto
+from ..candidates import QMTP, QMTPS
 from ..plan import CLEAR, Plan
 from ..smtp.opening import BROKEN, NO_TLS, TLS, Opening
 from ..wire import Channel, Dropped, converse, quit
@@ -54,9 +60,16 @@ def deliver(argv, reporter):
         group = plan.next_group()
         if not group:
             break
-        group = [a for a in group if not backoff.skip(a.target.ip, a.target.family)]
+        group = [a for a in group if not backoff.skip(a.target.ip, a.target.family) and not qmtp_skipped(a, plan)]
         sock, attempt = connect_one(group, plan, controls, backoff)
-        if sock is not None:
+        if sock is None:
+            continue
+        protocol = attempt.target.protocol
+        if protocol == QMTP:
+            hand_over_qmtp(sock, attempt, controls, sender, recipients)
+        elif protocol == QMTPS:
+            start_tls(sock, attempt, plan, controls, host, sender, recipients)
+        else:
             try_server(sock, attempt, plan, controls, host, sender, recipients)
     raise plan.exhausted(time.monotonic()) or failures.NoConnection()
 
@@ -71,7 +84,15 @@ def first_plan(host, controls):
     routed = route is not routes.MX
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
-    return Plan(control.tls_policy(), targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening)
+    return Plan(control.tls_policy(), targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
+                source=route.localip if routed else None)
+
+
+def qmtp_skipped(attempt, plan):
+    """A plain QMTP target when the policy wants TLS: QMTP has no STARTTLS, so it is a
+    server without TLS, decided before connecting (tlsstrictness 0 goes on in cleartext)."""
+    return (attempt.target.protocol == QMTP and plan.tls_wanted(attempt)
+            and plan.without_tls(attempt, failures.QMTP_NO_TLS) != CLEAR)
 
 
 def resumed_plan(state):
@@ -102,8 +123,14 @@ def connect_one(group, plan, controls, backoff):
             plan.unreachable(target, failed[target.ip])
 
     timeout = min(controls.timeoutconnect, plan.remaining(time.monotonic()))
+    sources = controls.outgoingip
+    if plan.source is not None:  # the route's localip (qmtproutes) wins for its family
+        from ..candidates import normal_ip
+        ip, family = normal_ip(plan.source)
+        sources = dict(sources)
+        sources[family] = ip
     sock, target = connect.race(connect.interleave([a.target for a in group]), timeout, on_result,
-                                sources=controls.outgoingip)
+                                sources=sources)
     plan.put_back([a for a in group if a.target is not target and a.target.ip not in failed])
     if sock is None:
         return None, None
@@ -172,17 +199,31 @@ def hand_over(sock, attempt, capabilities, controls, sender, recipients):  # nev
                                       capabilities=capabilities.to_arg(), note=attempt.note))
 
 
+def hand_over_qmtp(sock, attempt, controls, sender, recipients):  # never returns
+    """Exec qmail-remote-qmtp in cleartext with the connection as fds 6 and 7: QMTP has no
+    greeting, the package goes out at once."""
+    on_fds_6_and_7(sock)
+    path = paths.sibling(chainargv.QMTP)
+    run_next(path, chainargv.build_qmtp(path, controls.timeoutremote, attempt.target.ip, sender, recipients,
+                                        note=attempt.note))
+
+
 def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never returns
-    """Exec tlsc-io: on success it runs qmail-remote-io (EHLO again inside TLS), on
-    failure this program again with the plan, this attempt first."""
+    """Exec tlsc-io: on success it runs qmail-remote-io (EHLO again inside TLS), or
+    qmail-remote-qmtp for QMTPS (TLS from the first byte); on failure this program
+    again with the plan, this attempt first."""
     from ..tlsc import PROGRAM as TLSC, build_tlsc, server_name
 
     policy = plan.policy
     myself = paths.sibling(PROGRAM)
     continuation = [myself.encode(), (chainargv.RESUME + plan.dump(first=attempt)).encode(), host, sender]
-    io = paths.sibling(chainargv.IO)
-    prog = chainargv.build_io(io, controls.timeoutremote, attempt.target.ip, sender, recipients,
-                              ehlo=controls.helohost)
+    if attempt.target.protocol == QMTPS:
+        qmtp = paths.sibling(chainargv.QMTP)
+        prog = chainargv.build_qmtp(qmtp, controls.timeoutremote, attempt.target.ip, sender, recipients)
+    else:
+        io = paths.sibling(chainargv.IO)
+        prog = chainargv.build_io(io, controls.timeoutremote, attempt.target.ip, sender, recipients,
+                                  ehlo=controls.helohost)
     path = paths.sibling(TLSC)
     # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
     # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing
