@@ -12,20 +12,7 @@ from tests.support.chain import decode_reports
 
 
 def run_io(home, sock, args, message=b"Subject: x\n\nby hand\n"):
-    fd = sock.fileno()
-
-    def onto_6_and_7():
-        os.dup2(fd, 6)
-        os.dup2(fd, 7)
-
-    path = home.message_file(message)
-    with open(path, "rb") as fd0:
-        done = subprocess.run([os.path.join(home.bindir, "qmail-remote-io")] + args, stdin=fd0,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(fd, 6, 7),  # 6 and 7 are made by onto_6_and_7
-                             
-                              preexec_fn=onto_6_and_7, env=home.env(), timeout=60)
-    assert done.returncode == 0
-    return done.stdout
+    return home.by_hand("qmail-remote-io", sock, args, message)
 
 
 def test_fresh_connection_with_greeting_and_ehlo(home, server):

@@ -235,11 +235,7 @@ def test_damaged_cdb_is_rebuilt(home, server, damage):
 STAMP_KEY = b"\0qremote-smtproutes-stamp"  # routes._STAMP_KEY
 
 
-def djb_hash(key):
-    h = 5381
-    for c in key:
-        h = ((h << 5) + h ^ c) & 0xFFFFFFFF
-    return h
+from qremote.cdbread import djb_hash  # noqa: E402 (the same hash the cdb uses)
 
 
 def slots_of(data, key):

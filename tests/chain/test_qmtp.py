@@ -252,19 +252,7 @@ def test_fifty_megabytes_with_flat_memory(home, qmtp_server, tmp_path):
 # --- by hand ---
 
 def run_qmtp(home, sock, args, message=b"Subject: x\n\nby hand\n"):
-    fd = sock.fileno()
-
-    def onto_6_and_7():
-        os.dup2(fd, 6)
-        os.dup2(fd, 7)
-
-    path = home.message_file(message)
-    with open(path, "rb") as fd0:
-        done = subprocess.run([os.path.join(home.bindir, "qmail-remote-qmtp")] + args, stdin=fd0,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(fd, 6, 7),
-                              preexec_fn=onto_6_and_7, env=home.env(), timeout=60)
-    assert done.returncode == 0
-    return done.stdout
+    return home.by_hand("qmail-remote-qmtp", sock, args, message)
 
 
 def test_by_hand_on_fds_6_and_7(home, qmtp_server):

@@ -59,6 +59,22 @@ class Home:
                                   env=self.env(**env), timeout=timeout)
         return done.stdout, done.returncode
 
+    def by_hand(self, program, sock, args, message=b"Subject: x\n\nby hand\n"):
+        """Run a program of the chain by hand with sock as fds 6 and 7 (as tcpclient gives
+        them); returns its raw stdout (it must exit 0)."""
+        fd = sock.fileno()
+
+        def onto_6_and_7():  # before close_fds: pass_fds keeps 6 and 7 open in the child
+            os.dup2(fd, 6)
+            os.dup2(fd, 7)
+
+        with open(self.message_file(message), "rb") as fd0:
+            done = subprocess.run([os.path.join(self.bindir, program)] + args, stdin=fd0, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, pass_fds=(fd, 6, 7), preexec_fn=onto_6_and_7,
+                                  env=self.env(), timeout=60)
+        assert done.returncode == 0, (program, done.returncode, done.stdout)
+        return done.stdout
+
     def remote(self, host, sender, *recipients, **kw):
         """qmail-remote host sender recipients...: (reports, raw stdout)."""
         out, status = self.run("qmail-remote", [host, sender] + list(recipients), **kw)
