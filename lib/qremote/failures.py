@@ -347,3 +347,39 @@ def starttls_refused(reply):
 
 def cleartext_note(why):
     return b"sent in cleartext: the TLS handshake failed (%s)" % why
+
+
+# --- SMTPS and SMTP AUTH (smtproutes, authsenders; smtp/auth.py, doc/auth.html) ---
+# Every AUTH failure is a Z: a broken AUTH set-up must defer, never bounce the queue.
+# Texts follow s/qmail's "Connected to HOST but authentication was rejected (AUTH MECH)".
+
+_AUTH = (("ip", RAW), ("mechanism", TEXT), ("reply", SAID))
+TABLE.update({
+    "AuthRejected": ("AtPeer", Z, True, b"Connected to %(ip)s but authentication was rejected (AUTH %(mechanism)s)."
+                     b"\n%(reply)s", _AUTH),
+    "AuthTransition": ("AtPeer", Z, True, b"Connected to %(ip)s but authentication needs a password transition "
+                       b"(AUTH %(mechanism)s).\n%(reply)s", _AUTH),
+    "AuthTemporary": ("AtPeer", Z, True, b"Connected to %(ip)s but authentication failed temporarily "
+                      b"(AUTH %(mechanism)s).\n%(reply)s", _AUTH),
+    "AuthTooWeak": ("AtPeer", Z, True, b"Connected to %(ip)s but the server finds the mechanism too weak "
+                    b"(AUTH %(mechanism)s).\n%(reply)s", _AUTH),
+    "AuthNeedsEncryption": ("AtPeer", Z, True, b"Connected to %(ip)s but the server requires encryption for "
+                            b"this mechanism (AUTH %(mechanism)s).\n%(reply)s", _AUTH),
+    "AuthProtocol": ("AtPeer", Z, True, b"Connected to %(ip)s but the AUTH %(mechanism)s exchange failed: "
+                     b"%(why)s.\n%(reply)s", (("ip", RAW), ("mechanism", TEXT), ("why", TEXT), ("reply", SAID))),
+    # PLAIN, LOGIN, XOAUTH2 send the secret itself: never without TLS unless the route says cleartext
+    "AuthNeedsTLS": ("AtPeer", Z, True, b"Connected to %(ip)s but will not send a password in cleartext: no TLS on "
+                     b"this connection and the server offers only AUTH %(mechanisms)s (the route's cleartext option "
+                     b"allows it). (#4.7.0)\n", (("ip", RAW), ("mechanisms", TEXT))),
+    "AuthNoMechanism": ("AtPeer", Z, True, b"Connected to %(ip)s but it does not offer AUTH %(mechanism)s, which "
+                        b"the route requires (it offers: %(offered)s). (#4.7.0)\n",
+                        (("ip", RAW), ("mechanism", TEXT), ("offered", TEXT))),
+    # the credentials a route points to (qmail-remote-io reads them just before AUTH)
+    "CredentialsUnusable": ("Failure", Z, False, b"Unable to read the AUTH credentials of %(where)s: %(why)s. "
+                            b"(#4.3.0)\n", (("where", TEXT), ("why", TEXT))),
+    # smtproutes' SMTPS port: the handshake failed, and there is no cleartext there
+    "SMTPSFailed": ("Failure", Z, False, b"Connected to %(ip)s but the SMTPS handshake failed: %(why)s. (#4.4.2)\n",
+                    (("ip", RAW), ("why", TEXT))),
+    "DomainipUnusable": ("Failure", Z, False, b"Unable to bind the source address %(address)s named by "
+                         b"control/domainips: %(reason)s. (#4.3.0)\n", (("address", TEXT), ("reason", TEXT))),
+})
