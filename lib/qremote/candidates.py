@@ -9,7 +9,8 @@ import _socket  # the C module: socket.py itself costs ~13 ms of imports (enum)
 from . import failures
 
 AF_INET, AF_INET6 = _socket.AF_INET, _socket.AF_INET6
-SMTP, QMTP, QMTPS = "smtp", "qmtp", "qmtps"  # what a target speaks (qmtproutes: routes.py)
+SMTP, QMTP, QMTPS, SMTPS = "smtp", "qmtp", "qmtps", "smtps"  # what a target speaks (routes.py)
+PROTOCOLS = (SMTP, QMTP, QMTPS, SMTPS)
 NO_MX_ME = 100000  # stock: "prefme" when none of my addresses is an MX
 ROUTED = 300000    # stock: a routed delivery never excludes anything
 

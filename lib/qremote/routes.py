@@ -10,7 +10,7 @@ names the line, so a typo never quietly changes where mail goes.
 
 control/qmtproutes (s/qmail's, looked at before smtproutes) has the same lines, and
 the value may also take s/qmail's enhanced form `relay;[s]port|user|password|localip`
-(parse_enhanced, which smtproutes will share once it has AUTH): `relay;6209`, `relay;s`,
+(parse_enhanced, shared with smtproutes and authsenders): `relay;6209`, `relay;s`,
 `relay;s7000`, `relay;209||| 192.0.2.1`. The port is 209 (QMTP) by default; 6209, or
 any port written with `s`, is QMTPS (QMTP inside TLS, through tlsc-io). A user or a
 password refuses the file: QMTP has no AUTH, and a secret that is silently not used
@@ -46,14 +46,16 @@ import os
 import stat
 
 from . import cdbread, control, failures
-from .candidates import QMTP, QMTPS, SMTP
+from .candidates import PROTOCOLS, QMTP, QMTPS, SMTP, SMTPS
 from .paths import CONTROL, RUN
 from .tcpto import lock as lock_within  # the one flock-with-a-deadline
 
 LOCK_WAIT = 5.0  # seconds; a compile takes milliseconds: longer means a stuck holder
 
 MX = None  # lookup result: no artificial route, deliver by MX
-QMTP_PORT, QMTPS_PORT = 209, 6209
+QMTP_PORT, QMTPS_PORT, SMTPS_PORT = 209, 6209, 465
+BOUNCE_KEY = b"!@"  # s/qmail: the smtproutes key for mail whose sender is empty
+OPTIONS = (b"cleartext", b"xoauth2")  # the fifth field (smtproutes, authsenders): doc/auth.html
 
 
 class RouteFile:
@@ -70,7 +72,7 @@ class RouteFile:
         self.enhanced = enhanced  # s/qmail's "relay;[s]port|user|password|localip" (QMTP)
 
 
-SMTPROUTES = RouteFile("smtproutes", False)
+SMTPROUTES = RouteFile("smtproutes", True)
 QMTPROUTES = RouteFile("qmtproutes", True)
 SOURCE, CDB_NAME, LOCK_NAME, CDB = SMTPROUTES.source, SMTPROUTES.cdb_name, SMTPROUTES.lock_name, SMTPROUTES.cdb
 _STAMP_KEY = SMTPROUTES.stamp_key
@@ -78,24 +80,33 @@ _STAMP_KEY = SMTPROUTES.stamp_key
 
 class Route:
     """An artificial route: connect to relay (a name or an IP literal) on port, speaking
-    protocol (SMTP, QMTP, QMTPS), from localip (text) when it is not None."""
+    protocol (SMTP, SMTPS, QMTP, QMTPS), from localip (text) when it is not None.
+    With AUTH: user (bytes) and where, the reference to the line that holds the secret
+    ("smtproutes:LINE:HEX", credentials.py): the secret itself is never in a Route, nor
+    in the cdb (which any user may read); options: the fifth field (OPTIONS)."""
 
-    __slots__ = ("relay", "port", "protocol", "localip")
+    __slots__ = ("relay", "port", "protocol", "localip", "user", "where", "options")
 
-    def __init__(self, relay, port, protocol=SMTP, localip=None):
+    def __init__(self, relay, port, protocol=SMTP, localip=None, user=b"", where=None, options=b""):
         self.relay, self.port, self.protocol, self.localip = relay, port, protocol, localip
+        self.user, self.where, self.options = user, where, options
+
+    def _fields(self):
+        return (self.relay, self.port, self.protocol, self.localip, self.user, self.where, self.options)
 
     def __eq__(self, other):
-        return isinstance(other, Route) and (self.relay, self.port, self.protocol, self.localip) == (
-            other.relay, other.port, other.protocol, other.localip)
+        return isinstance(other, Route) and self._fields() == other._fields()
 
     def __repr__(self):
-        return "Route(%r, %r, %r, %r)" % (self.relay, self.port, self.protocol, self.localip)
+        return "Route(%r, %r, %r, %r, %r, %r, %r)" % self._fields()
 
     def encode(self):
-        if self.protocol == SMTP and self.localip is None:
+        if self.protocol == SMTP and self.localip is None and self.where is None and not self.options:
             return b"%s\0%d" % (self.relay, self.port)  # as the caches before QMTP
-        return b"%s\0%d\0%s\0%s" % (self.relay, self.port, self.protocol.encode(), (self.localip or "").encode())
+        base = b"%s\0%d\0%s\0%s" % (self.relay, self.port, self.protocol.encode(), (self.localip or "").encode())
+        if self.where is None and not self.options:
+            return base
+        return base + b"\0%s\0%s\0%s" % (self.user, (self.where or "").encode(), self.options)
 
     @classmethod
     def decode(cls, value):
@@ -104,11 +115,17 @@ class Route:
         fields = value.split(b"\0")
         if len(fields) == 2:
             return cls(fields[0], int(fields[1]))
-        relay, port, protocol, localip = fields  # ValueError on anything else: the cdb is rebuilt
+        user, where, options = fields[4:] if len(fields) == 7 else (b"", b"", b"")
+        relay, port, protocol, localip = fields[:4] if len(fields) in (4, 7) else ()  # else: rebuilt
         protocol = protocol.decode("ascii")
-        if protocol not in (SMTP, QMTP, QMTPS):
+        if protocol not in PROTOCOLS:
             raise ValueError("bad protocol")
-        return cls(relay, int(port), protocol, localip.decode("ascii") or None)
+        return cls(relay, int(port), protocol, localip.decode("ascii") or None, user,
+                   where.decode("ascii") or None, options)
+
+    @property
+    def auth(self):
+        return self.where is not None
 
 
 def _invalid(number, why, name="smtproutes"):
@@ -122,19 +139,48 @@ def _port(number, text, name):
 
 
 def parse_enhanced(number, value, name):
-    """s/qmail's `relay;[s]port|user|password|localip` -> (relay, port text or None,
-    implicit TLS, user, password, localip): the syntax only, shared by the route files
-    that take it. Without ';' the whole value is the relay (stock syntax)."""
-    relay, semicolon, rest = value.partition(b";")
-    if not semicolon:
-        return relay, None, False, b"", b"", b""
-    parts = rest.split(b"|")
+    """s/qmail's `relay[;[s]port]|user|password|localip|options` -> (relay, port text or
+    None, implicit TLS, user, password, localip, options): the syntax only, shared by
+    qmtproutes, smtproutes and authsenders. Without ';' and '|' the whole value is the
+    relay (stock syntax). s/qmail's own examples also write `relay||localip` (localip in
+    the password's place): an IP address there with no user is taken as localip."""
+    head, bar, tail = value.partition(b"|")
+    relay, semicolon, port = head.partition(b";")
+    if not semicolon and not bar:
+        return relay, None, False, b"", b"", b"", b""
+    parts = tail.split(b"|") if bar else []
     if len(parts) > 4:
-        raise _invalid(number, "more than relay;port|user|password|localip", name)
+        raise _invalid(number, "more than relay;port|user|password|localip|options", name)
     parts += [b""] * (4 - len(parts))
-    port, user, password, localip = parts
+    user, password, localip, options = parts
+    if not user and password and not localip:
+        from .candidates import normal_ip
+
+        if normal_ip(password.strip().decode("ascii", "replace")) is not None:
+            password, localip = b"", password
     tls = port.startswith(b"s")
-    return relay, (port[1:] if tls else port) or None, tls, user, password, localip
+    return relay, (port[1:] if tls else port) or None, tls, user, password, localip, options
+
+
+def _localip(number, text, name, interface=False):
+    """The canonical text of a localip field (with %ifname kept when interface)."""
+    from .candidates import normal_ip
+
+    text = text.strip().decode("ascii", "replace")
+    address, percent, ifname = text.partition("%")
+    found = normal_ip(address)
+    if found is None or (percent and not (interface and ifname and ifname.isprintable())):
+        raise _invalid(number, "localip must be an IP address" + (" (%ifname allowed)" if interface else ""), name)
+    return found[0] + percent + ifname
+
+
+def _port_after(number, relay, port, name, route, semicolon):
+    if port is not None or semicolon:
+        after_host = relay.rpartition(b"]")[2] if relay.startswith(b"[") else relay
+        if b":" in after_host:
+            raise _invalid(number, "a port after ':' and after ';'", name)
+        if port is not None:
+            route.port = _port(number, port, name)
 
 
 def parse_qmtp_relay(number, value):
@@ -142,25 +188,65 @@ def parse_qmtp_relay(number, value):
     name = QMTPROUTES.name
     if not value:
         return MX
-    relay, port, tls, user, password, localip = parse_enhanced(number, value, name)
+    relay, port, tls, user, password, localip, options = parse_enhanced(number, value, name)
     if user or password:
         raise _invalid(number, "QMTP has no AUTH: a user or password is not used here", name)
+    if options:
+        raise _invalid(number, "QMTP takes no options", name)
     if not relay:
         raise _invalid(number, "no relay host before the port", name)
     route = parse_relay(number, relay, name, QMTPS_PORT if tls else QMTP_PORT)
-    if port is not None:
-        after_host = relay.rpartition(b"]")[2] if relay.startswith(b"[") else relay
-        if b":" in after_host:
-            raise _invalid(number, "a port after ':' and after ';'", name)
-        route.port = _port(number, port, name)
+    _port_after(number, relay, port, name, route, b";" in value.partition(b"|")[0])
     route.protocol = QMTPS if tls or route.port == QMTPS_PORT else QMTP
     if localip:
-        from .candidates import normal_ip
+        route.localip = _localip(number, localip, name)
+    return route
 
-        found = normal_ip(localip.decode("ascii", "replace"))
-        if found is None:
-            raise _invalid(number, "localip must be an IP address", name)
-        route.localip = found[0]
+
+def secretless(line):
+    """A route line with its password field emptied: what a credentials reference pins
+    (qmail-remote-io reads the line again and finds the secret only if this matches)."""
+    key, colon, value = line.partition(b":")
+    head, bar, tail = value.partition(b"|")
+    if not bar:
+        return line
+    parts = tail.split(b"|")
+    if len(parts) > 1:
+        parts[1] = b""
+    return key + colon + head + bar + b"|".join(parts)
+
+
+def reference(name, number, line):
+    """The credentials reference of line `number` of control/name (no secret in it)."""
+    return "%s:%d:%s" % (name, number, secretless(line).hex())
+
+
+def parse_smtp_relay(number, value, name="smtproutes", line=b""):
+    """An smtproutes or authsenders value: MX (empty) or a Route, stock or s/qmail's form."""
+    if not value:
+        return MX
+    relay, port, tls, user, password, localip, options = parse_enhanced(number, value, name)
+    if not relay:
+        raise _invalid(number, "no relay host before the port", name)
+    route = parse_relay(number, relay, name, SMTPS_PORT if tls else 25)
+    _port_after(number, relay, port, name, route, b";" in value.partition(b"|")[0])
+    if tls or route.port == SMTPS_PORT:
+        route.protocol = SMTPS
+    if localip:
+        route.localip = _localip(number, localip, name)
+    for option in filter(None, options.split(b",")):
+        if option not in OPTIONS:
+            raise _invalid(number, "unknown option %r (known: cleartext, xoauth2)" % option.decode("latin-1"), name)
+    route.options = options
+    if password and not user:
+        raise _invalid(number, "a password without a user", name)
+    if user and not password:
+        raise _invalid(number, "a user without a password or file:PATH", name)
+    if user:
+        route.user = user
+        route.where = reference(name, number, line)
+    elif options:
+        raise _invalid(number, "options without a user", name)
     return route
 
 
@@ -172,7 +258,7 @@ def parse_relay(number, relay, name="smtproutes", default_port=25):
     if relay.startswith(b"["):
         close = relay.find(b"]")
         if close < 0:
-            raise _invalid(number, "no ']' after '['")
+            raise _invalid(number, "no ']' after '['", name)
         host, rest = relay[:close + 1], relay[close + 1:]
         if rest:
             if not rest.startswith(b":"):
@@ -195,7 +281,10 @@ def parse(lines, routes=SMTPROUTES):
         if not colon:
             raise _invalid(number, "no ':' between domain and relay", routes.name)
         relay = relay.strip(b" \t")
-        table[key.lower()] = parse_qmtp_relay(number, relay) if routes.enhanced else parse_relay(number, relay)
+        if routes is QMTPROUTES:
+            table[key.lower()] = parse_qmtp_relay(number, relay)
+        else:
+            table[key.lower()] = parse_smtp_relay(number, relay, routes.name, line)
     return table
 
 
@@ -398,11 +487,86 @@ def load(rebuild=False, routes=SMTPROUTES):
             os.close(locked[0])
 
 
-def route_for(host):
-    """The Route for host: qmtproutes' first (an empty relay there is no route), then
-    smtproutes'; MX when neither has one (also when neither file exists)."""
+def route_for(host, sender=None):
+    """The Route for a delivery of sender's mail to host, or MX (doc/smtproutes.html):
+    1. an empty sender (a bounce): smtproutes' `!@` line, when there is one;
+    2. authsenders: the sender, then @its domain, then the empty key (an empty relay
+       there: none of authsenders' lines applies to this sender);
+    3. qmtproutes by host (an empty relay there: go on);
+    4. smtproutes by host; MX when nothing matched (also when no file exists).
+    sender None: host only (3 and 4)."""
+    if sender is not None:
+        if sender == b"":
+            get = load(routes=SMTPROUTES)
+            value = None if get is None else get(BOUNCE_KEY)
+            if value is not None:
+                return Route.decode(value) if value else MX
+        route = authsenders_route(sender)
+        if route is not MX:
+            return route
     route = route_in(QMTPROUTES, host)
     return route if route is not MX else route_in(SMTPROUTES, host)
+
+
+AUTHSENDERS, DOMAINIPS = "authsenders", "domainips"
+
+
+def sender_keys(sender):
+    """authsenders' keys for sender, most specific first: the address, @domain, empty."""
+    sender = sender.lower()
+    keys = [sender] if sender else []
+    at = sender.rfind(b"@")
+    if at >= 0:
+        keys.append(sender[at:])
+    return keys + [b""]
+
+
+def parse_authsenders(lines):
+    """(number, line) pairs of control/authsenders -> {lower-cased sender key: Route or MX}."""
+    table = {}
+    for number, line in lines:
+        key, colon, value = line.partition(b":")
+        if not colon:
+            raise _invalid(number, "no ':' between sender and relay", AUTHSENDERS)
+        table[key.lower()] = parse_smtp_relay(number, value.strip(b" \t"), AUTHSENDERS, line)
+    return table
+
+
+def authsenders_route(sender):
+    """The authsenders Route for sender, or MX. The file is small and read as it is."""
+    lines = control.read_lines(AUTHSENDERS)
+    if not lines:
+        return MX
+    table = parse_authsenders(lines)
+    for key in sender_keys(sender):
+        if key in table:
+            return table[key]
+    return MX
+
+
+def parse_domainips(lines):
+    """control/domainips -> {lower-cased sender domain or b"*": (localip text or None, helohost or None)}."""
+    table = {}
+    for number, line in lines:
+        key, colon, value = line.partition(b":")
+        if not colon or not key:
+            raise _invalid(number, "no 'domain:' before the address", DOMAINIPS)
+        address, _, helohost = value.partition(b"|")
+        if b"|" in helohost or b" " in helohost.strip():
+            raise _invalid(number, "more than localip|helohost", DOMAINIPS)
+        localip = _localip(number, address, DOMAINIPS, interface=True) if address.strip() else None
+        table[key.lower()] = (localip, helohost.strip() or None)
+    return table
+
+
+def domainips_for(sender):
+    """(localip, helohost) control/domainips gives sender's domain (or `*`), each maybe None."""
+    lines = control.read_lines(DOMAINIPS)
+    if not lines:
+        return None, None
+    table = parse_domainips(lines)
+    domain = sender.rpartition(b"@")[2].lower()
+    return table.get(domain) or table.get(b"*") or (None, None)
 
 
 def route_in(routes, host):
