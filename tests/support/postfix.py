@@ -101,7 +101,7 @@ class PrivatePostfix:
 
     def _write_master(self):
         """The system's master.cf with only the services needed, no chroot, smtpd on our port."""
-        lines = ["127.0.0.1:%d inet n - n - - smtpd" % self.port]
+        lines = self._smtpd_services()
         with open(SYSTEM_MASTER_CF) as system:
             for line in system:
                 fields = line.split()
@@ -113,6 +113,10 @@ class PrivatePostfix:
                 lines.append(" ".join(fields))
         with open(os.path.join(self.config, "master.cf"), "w") as out:
             out.write("\n".join(lines) + "\n")
+
+    def _smtpd_services(self):
+        """The master.cf lines of the smtpd services (a subclass may offer several)."""
+        return ["127.0.0.1:%d inet n - n - - smtpd" % self.port]
 
     def _postfix(self, *args, check=True):
         return subprocess.run([POSTFIX, "-c", self.config] + list(args), capture_output=True, text=True,
