@@ -31,7 +31,7 @@ Callers change a Plan only through its methods.
 """
 
 from . import failures
-from .candidates import QMTP, QMTPS, SMTP
+from .candidates import PROTOCOLS, QMTPS, SMTPS
 
 # What to do with a connection whose server will not do TLS although the policy wants it.
 CLEAR, SKIP = "clear", "skip"
@@ -86,11 +86,13 @@ class Kept:
 
 class Plan:
     __slots__ = ("policy", "todo", "later", "reasons", "tried", "pass_no", "last_failure", "deadline", "budget",
-                 "source")
+                 "source", "helohost", "auth")
 
-    def __init__(self, policy, targets=(), deadline=float("inf"), budget=0, source=None):
+    def __init__(self, policy, targets=(), deadline=float("inf"), budget=0, source=None, helohost=None, auth=None):
         self.policy = policy
-        self.source = source      # the route's localip (qmtproutes), or None: control/outgoingip
+        self.source = source      # the route's or domainips' localip (text, maybe "%ifname"), or None: outgoingip
+        self.helohost = helohost  # domainips' HELO name (bytes), or None: control/helohost
+        self.auth = auth          # the route's credentials reference (routes.reference), or None: no AUTH
         self.todo = [Attempt(t) for t in targets]  # Attempts left in this pass, in order
         self.later = []           # targets for the cleartext pass 2 (strictness 1)
         self.reasons = Kept()     # why addresses would not do TLS (TLSRequired)
@@ -133,7 +135,9 @@ class Plan:
         return self.deadline - now
 
     def tls_wanted(self, attempt):
-        return self.policy.wanted and not attempt.cleartext
+        """STARTTLS when the policy wants TLS, and always on a route with AUTH: a password
+        goes only inside TLS where the server offers it (doc/auth.html)."""
+        return (self.policy.wanted or self.auth is not None) and not attempt.cleartext
 
     def unreachable(self, target, why):
         """A connect to target failed (refused, timed out)."""
@@ -164,13 +168,14 @@ class Plan:
             self.later.append(attempt.target)
 
     def _handshake_failed(self, attempt, why):
-        if attempt.target.protocol == QMTPS:
+        if attempt.target.protocol in (QMTPS, SMTPS):
             # implicit TLS: this port has no cleartext to fall back to, at any strictness
             ip = attempt.target.ip.encode()
             self.tried.add(ip, why)
             if self.policy.strictness >= 2:
                 self.reasons.add(ip, why)
-            self.last_failure = failures.QMTPSFailed(ip, why)
+            implicit = failures.QMTPSFailed if attempt.target.protocol == QMTPS else failures.SMTPSFailed
+            self.last_failure = implicit(ip, why)
             return
         if self.policy.strictness == 0:
             self.todo.insert(0, Attempt(attempt.target, cleartext=True, note=failures.cleartext_note(why),
@@ -193,19 +198,22 @@ class Plan:
 
     # --- the codec: --qremote-resume=STATE ---
     #
-    # STATE = "3" ; PASS ; DEADLINE ; BUDGET ; POLICY ; NAMES ; TODO ; LATER ; REASONS ; TRIED ; LAST ; SOURCE
+    # STATE = "4" ; PASS ; DEADLINE ; BUDGET ; POLICY ; NAMES ; TODO ; LATER ; REASONS ; TRIED ; LAST ; SOURCE
+    #         ; HELO ; AUTH
     #   POLICY   strictness/hex(anchors)/hex(clientcert)/hex(clientkey) (empty hex: none)
     #   NAMES    hex(name),...: each MX name once; targets refer to it by index
     #   TODO     ip/port/pref/index/protocol/flags/hex(note),...  flags "c" cleartext, "r" retry;
-    #            the first is the one handed to tlsc-io; protocol smtp, qmtp or qmtps
+    #            the first is the one handed to tlsc-io; protocol smtp, smtps, qmtp or qmtps
     #   LATER    ip/port/pref/index/protocol,...
     #   REASONS, TRIED  more,hex(ip)/hex(why),...
     #   LAST     hex(letter + text) of the last server failure, or empty
-    #   SOURCE   the route's localip, or empty
+    #   SOURCE   the route's or domainips' localip (maybe with %ifname), or empty
+    #   HELO     hex(domainips' HELO name), or empty
+    #   AUTH     the credentials reference (name:line:hex, never a secret), or empty
     # Every part is bounded (32 MX names of at most 255 octets, 16 addresses each,
     # MAX_KEPT reasons), so the state always fits one argv word (128 KiB).
 
-    VERSION = "3"
+    VERSION = "4"
 
     def dump(self, first=None):
         """STATE, with attempt `first` (handed to tlsc-io) in front of the todo list."""
@@ -232,7 +240,7 @@ class Plan:
             ",".join(target(t) for t in self.later),
             kept(self.reasons), kept(self.tried),
             (failure.letter + failure.text()).hex() if failure is not None else "",
-            self.source or ""])
+            self.source or "", (self.helohost or b"").hex(), self.auth or ""])
 
     @classmethod
     def load(cls, state):
@@ -240,9 +248,9 @@ class Plan:
         from .candidates import Target, normal_ip
 
         parts = state.split(";")
-        if len(parts) != 12 or parts[0] != cls.VERSION:
+        if len(parts) != 14 or parts[0] != cls.VERSION:
             raise ValueError("not a version %s state" % cls.VERSION)
-        _, pass_no, deadline, budget, policy, names, todo, later, reasons, tried, last, source = parts
+        _, pass_no, deadline, budget, policy, names, todo, later, reasons, tried, last, source, helo, auth = parts
         strictness, anchors, cert, key = policy.split("/")
         if strictness not in ("0", "1", "2"):
             raise ValueError("bad strictness %r" % strictness)
@@ -253,7 +261,7 @@ class Plan:
             found = normal_ip(ip)
             if found is None:
                 raise ValueError("bad address %r" % ip)
-            if protocol not in (SMTP, QMTP, QMTPS):
+            if protocol not in PROTOCOLS:
                 raise ValueError("bad protocol %r" % protocol)
             return Target(found[0], found[1], int(port), int(pref), names[int(index)], protocol)
 
@@ -263,9 +271,16 @@ class Plan:
 
         plan = cls(Policy(int(strictness), bytes.fromhex(anchors) or None, bytes.fromhex(cert) or None,
                           bytes.fromhex(key) or None), (), float(deadline), int(budget))
-        if source and normal_ip(source) is None:
+        if source and normal_ip(source.partition("%")[0]) is None:
             raise ValueError("bad source address %r" % source)
         plan.source = source or None
+        plan.helohost = bytes.fromhex(helo) or None
+        name, _, rest = auth.partition(":")
+        line, _, pinned = rest.partition(":")
+        if auth and not (name in ("smtproutes", "authsenders") and line.isdigit() and pinned and
+                         all(c in "0123456789abcdef" for c in pinned)):
+            raise ValueError("bad credentials reference")
+        plan.auth = auth or None
         plan.pass_no = int(pass_no)
         for item in filter(None, todo.split(",")):
             fields = item.split("/")

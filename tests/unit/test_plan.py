@@ -258,24 +258,29 @@ def test_deadline_passed_reports_what_was_tried():
                               b"(#4.4.1)\n")
 
 
-GOOD = "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;"
+GOOD = "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;;;"
 
 
-@pytest.mark.parametrize("state", ["", "3;1;inf;0;0///;;;;0;0;;", "1;127.0.0.1/25/0///;;;;",
+@pytest.mark.parametrize("state", ["", "4;1;inf;0;0///;;;;0;0;;;;", "1;127.0.0.1/25/0///;;;;",
                                    "2;1;inf;0;0///;6d78;127.0.0.1/25/0/0//;;0;0;",  # before QMTP
-                                   "3;x;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;",
-                                   "3;1;inf;0;3///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;",
-                                   "3;1;inf;0;0///;;127.0.0.1/25/0/0/smtp//;;0;0;;",
-                                   "3;1;inf;0;0///;zz;127.0.0.1/25/0/0/smtp//;;0;0;;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp/q/;;0;0;;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/lmtp//;;0;0;;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0//;;0;0;;",
-                                   "3;1;inf;0;0///;6d78;999.0.0.1/25/0/0/smtp//;;0;0;;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;4b;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;5a0;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;x;0;;",
-                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;not-an-ip",
-                                   GOOD + ";"])
+                                   "4;x;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;;;",
+                                   "4;1;inf;0;3///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;;;",
+                                   "4;1;inf;0;0///;;127.0.0.1/25/0/0/smtp//;;0;0;;;;",
+                                   "4;1;inf;0;0///;zz;127.0.0.1/25/0/0/smtp//;;0;0;;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp/q/;;0;0;;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/lmtp//;;0;0;;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0//;;0;0;;;;",
+                                   "4;1;inf;0;0///;6d78;999.0.0.1/25/0/0/smtp//;;0;0;;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;4b;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;5a0;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;x;0;;;;",
+                                   "4;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;not-an-ip;;",
+                                   GOOD + ";",
+                                   "3;1;inf;0;0///;6d78;127.0.0.1/25/0/0/smtp//;;0;0;;",  # before SMTPS and AUTH
+                                   GOOD[:-1] + "nothex",
+                                   GOOD + "smtproutes:1:zz",
+                                   GOOD + "passwd:1:61",
+                                   GOOD + "smtproutes:x:61"])
 def test_malformed_resume_state(state):
     with pytest.raises((ValueError, IndexError)):
         Plan.load(state)
@@ -297,6 +302,32 @@ def test_protocol_and_source_travel_in_the_state():
     back = round_trip(p)
     assert [a.target.protocol for a in back.todo] == ["qmtps", "qmtp"] and back.todo[0].target.port == 6209
     assert back.later[0].protocol == "qmtp" and back.source == "127.0.0.9"
+
+
+def test_smtps_helohost_and_auth_travel_in_the_state():
+    """SMTPS's handshake fails in tlsc-io: the resumed plan keeps the targets SMTPS, the
+    domainips HELO name and the credentials reference (never a secret)."""
+    targets = [Target("127.0.0.2", AF_INET, 465, 0, b"relay.test", "smtps")]
+    p = Plan(Policy(), targets, source="fe80::1%eth0", helohost=b"mx.example.com", auth="smtproutes:3:6162")
+    back = round_trip(p)
+    assert back.todo[0].target.protocol == "smtps" and back.source == "fe80::1%eth0"
+    assert (back.helohost, back.auth) == (b"mx.example.com", "smtproutes:3:6162")
+    assert back.tls_wanted(back.todo[0])  # AUTH wants STARTTLS even without trustanchors
+    assert not Plan(Policy(), targets).tls_wanted(Attempt(targets[0]))
+
+
+@pytest.mark.parametrize("strictness", [0, 1, 2])
+def test_smtps_handshake_failure_has_no_cleartext_retry(strictness):
+    smtps = [Target("127.0.0.2", AF_INET, 465, 0, b"relay.test", "smtps")]
+    p = Plan(Policy(strictness, b"/ca.pem" if strictness else None), smtps, auth="smtproutes:1:61")
+    first, = p.next_group()
+    back = round_trip(p, first)
+    back.handshake_failed(b"TLS handshake error: y")
+    assert back.next_group() == []
+    failure = back.exhausted(0)
+    if strictness < 2:
+        assert failure.text() == (b"Connected to 127.0.0.2 but the SMTPS handshake failed: TLS handshake error: y. "
+                                  b"(#4.4.2)\n")
 
 
 @pytest.mark.parametrize("strictness", [0, 1, 2])
