@@ -11,6 +11,11 @@ qmail-remote-io [options] [--] IP SENDER RECIPIENT...
                              instead of --capabilities
   -n, --note=TEXT            add "(TEXT)" to the K report (qmail-remote says why the
                              message went in cleartext although TLS was wanted)
+  -A, --auth=REFERENCE       SMTP AUTH with the credentials of a route line: NAME:LINE:HEX,
+                             NAME smtproutes or authsenders, LINE its line number, HEX the
+                             line with its password field emptied (routes.reference). Never
+                             the secret: qmail-remote-io reads the line itself, just before
+                             AUTH, and refuses it if it no longer matches (credentials.py)
 IP is used in report texts only. SENDER and RECIPIENTs are as qmail-remote got them:
 qmail-remote-io checks and quotes them itself, so it can be run by hand.
 
@@ -28,7 +33,7 @@ QMTP = "qmail-remote-qmtp"
 
 
 class IOOptions:
-    __slots__ = ("timeout", "capabilities", "fdr", "fdw", "greeting", "ehlo", "note",
+    __slots__ = ("timeout", "capabilities", "fdr", "fdw", "greeting", "ehlo", "note", "auth",
                  "ip", "sender", "recipients")
 
     def __init__(self):
@@ -38,17 +43,24 @@ class IOOptions:
         self.greeting = False
         self.ehlo = None
         self.note = b""
+        self.auth = None
         self.ip = self.sender = None
         self.recipients = []
 
 
-def build_io(path, timeout, ip, sender, recipients, capabilities=None, ehlo=None, note=b""):
+def build_io(path, timeout, ip, sender, recipients, capabilities=None, ehlo=None, note=b"", greeting=False,
+             auth=None):
     """qmail-remote-io's argv as qmail-remote execs it (bytes; addresses raw).
 
     capabilities: what the cleartext EHLO offered; ehlo: the name to say EHLO with
-    instead (after a TLS handshake, RFC 3207 wants EHLO again).
+    instead (after a TLS handshake, RFC 3207 wants EHLO again); greeting: read the
+    greeting first (SMTPS: it comes inside TLS); auth: the credentials reference.
     """
     argv = [path.encode(), b"-t", b"%d" % timeout]
+    if greeting:
+        argv.append(b"-g")
+    if auth is not None:
+        argv += [b"-A", auth.encode()]
     if ehlo is not None:
         argv += [b"-h", ehlo]
     else:
@@ -61,7 +73,7 @@ def build_io(path, timeout, ip, sender, recipients, capabilities=None, ehlo=None
 _IO_VALUED = {"-t": "timeout", "--timeout": "timeout", "-c": "capabilities",
               "--capabilities": "capabilities", "-6": "fdr", "--fdr": "fdr",
               "-7": "fdw", "--fdw": "fdw", "-h": "ehlo", "--ehlo": "ehlo",
-              "-n": "note", "--note": "note"}
+              "-n": "note", "--note": "note", "-A": "auth", "--auth": "auth"}
 _IO_NUMERIC = ("timeout", "fdr", "fdw")
 _IO_FLAGS = {"-g": "greeting", "--greeting": "greeting"}
 

@@ -31,10 +31,11 @@ def _start(target, source):
         return None, error.errno or errno.EIO
     if source is not None:
         try:
-            sock.bind((source, 0))
+            sock.bind(source if isinstance(source, tuple) else (source, 0))  # a tuple: IPv6 with its scope
         except OSError as error:
             sock.close()
-            raise failures.SourceUnusable(source, error.strerror or "bind failed") from None
+            raise failures.SourceUnusable(source[0] if isinstance(source, tuple) else source,
+                                          error.strerror or "bind failed") from None
     try:
         return sock, sock.connect_ex((target.ip, target.port))
     except OSError as error:

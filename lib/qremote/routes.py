@@ -203,21 +203,10 @@ def parse_qmtp_relay(number, value):
     return route
 
 
-def secretless(line):
-    """A route line with its password field emptied: what a credentials reference pins
-    (qmail-remote-io reads the line again and finds the secret only if this matches)."""
-    key, colon, value = line.partition(b":")
-    head, bar, tail = value.partition(b"|")
-    if not bar:
-        return line
-    parts = tail.split(b"|")
-    if len(parts) > 1:
-        parts[1] = b""
-    return key + colon + head + bar + b"|".join(parts)
-
-
 def reference(name, number, line):
     """The credentials reference of line `number` of control/name (no secret in it)."""
+    from .credentials import secretless
+
     return "%s:%d:%s" % (name, number, secretless(line).hex())
 
 

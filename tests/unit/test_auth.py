@@ -5,7 +5,7 @@ import binascii
 import pytest
 
 from qremote import failures
-from qremote.smtp import auth
+from qremote.smtp import auth, commands
 from qremote.smtp.reply import Reply
 
 IP = b"192.0.2.7"
@@ -151,5 +151,10 @@ def test_reply_codes_have_their_texts(code, row, words):
 
 
 def test_xtext():
-    assert auth.xtext(b"a+b=c@example.org") == b"a+2Bb+3Dc@example.org"
-    assert auth.xtext(b"") == b""
+    assert commands.xtext(b"a+b=c@example.org") == b"a+2Bb+3Dc@example.org"
+    assert commands.xtext(b"") == b""
+
+
+def test_mail_carries_auth_when_authenticated():
+    assert commands.mail(b"a+b@x.org", auth=b"a+b@x.org") == b"MAIL FROM:<a+b@x.org> AUTH=<a+2Bb@x.org>\r\n"
+    assert commands.mail(b"", auth=b"") == b"MAIL FROM:<> AUTH=<>\r\n"

@@ -163,3 +163,10 @@ def test_a_size_of_thousands_of_digits_is_no_limit_not_an_error():
     # int() refuses strings of more than 4300 digits; past 100 digits it is no limit
     caps = caps_of(b"250-mx.test\r\n250 SIZE " + b"9" * 4400 + b"\r\n")
     assert caps.size_limit == 0 and "SIZE" in caps.keywords
+
+
+def test_auth_mechanisms_are_kept_and_travel_in_argv():
+    caps = caps_of(b"250-mx\r\n250-AUTH=LOGIN\r\n250-AUTH PLAIN login CRAM-MD5 SCRAM-SHA-256\r\n250 8BITMIME\r\n")
+    assert caps.auth == {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"} and "AUTH" in caps
+    back = Capabilities.from_arg(caps.to_arg())
+    assert back.auth == caps.auth and "AUTH=CRAM-MD5/LOGIN/PLAIN/SCRAM-SHA-256" in caps.to_arg()

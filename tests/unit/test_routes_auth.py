@@ -2,7 +2,7 @@
 
 import pytest
 
-from qremote import failures, routes
+from qremote import credentials, failures, routes
 from qremote.routes import MX, Route
 
 
@@ -89,5 +89,5 @@ def test_domainips():
 
 
 def test_secretless_keeps_everything_but_the_password():
-    assert routes.secretless(b"a:r;s587|u|pw|192.0.2.1|cleartext") == b"a:r;s587|u||192.0.2.1|cleartext"
-    assert routes.secretless(b"a:relay:25") == b"a:relay:25"
+    assert credentials.secretless(b"a:r;s587|u|pw|192.0.2.1|cleartext") == b"a:r;s587|u||192.0.2.1|cleartext"
+    assert credentials.secretless(b"a:relay:25") == b"a:relay:25"

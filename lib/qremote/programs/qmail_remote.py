@@ -30,7 +30,7 @@ import sys
 import time
 
 from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto
-from ..candidates import QMTP, QMTPS
+from ..candidates import QMTP, QMTPS, SMTPS
 from ..plan import CLEAR, Plan
 from ..smtp.opening import BROKEN, NO_TLS, TLS, Opening
 from ..wire import Channel, Dropped, converse, quit
@@ -53,7 +53,7 @@ def deliver(argv, reporter):
         raise failures.NoHome() from None
     controls = control.Controls.load()
     addresses.envelope(sender, recipients)  # refuse CR/LF/NUL before any connection
-    plan = first_plan(host, controls) if state is None else resumed_plan(state)
+    plan = first_plan(host, sender, controls) if state is None else resumed_plan(state)
 
     backoff = tcpto.Backoff()
     while plan.remaining(time.monotonic()) > 0:
@@ -67,25 +67,28 @@ def deliver(argv, reporter):
         protocol = attempt.target.protocol
         if protocol == QMTP:
             hand_over_qmtp(sock, attempt, controls, sender, recipients)
-        elif protocol == QMTPS:
+        elif protocol in (QMTPS, SMTPS):
             start_tls(sock, attempt, plan, controls, host, sender, recipients)
         else:
             try_server(sock, attempt, plan, controls, host, sender, recipients)
     raise plan.exhausted(time.monotonic()) or failures.NoConnection()
 
 
-def first_plan(host, controls):
-    """The route, DNS and loop protection: every target to try, in order."""
+def first_plan(host, sender, controls):
+    """The route (authsenders, smtproutes' !@, qmtproutes, smtproutes), domainips, DNS and
+    loop protection: every target to try, in order, and the route's facts for the chain."""
     from .. import ipme, resolve, routes
     from ..candidates import apply_prefme
 
-    route = routes.route_for(host)
+    route = routes.route_for(host, sender)
     targets = resolve.require_some(resolve.targets_for(host, route, controls.timeoutdns))
     routed = route is not routes.MX
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
+    localip, helohost = routes.domainips_for(sender)
     return Plan(control.tls_policy(), targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
-                source=route.localip if routed else None)
+                source=(route.localip if routed else None) or localip, helohost=helohost,
+                auth=route.where if routed else None)
 
 
 def qmtp_skipped(attempt, plan):
@@ -124,11 +127,17 @@ def connect_one(group, plan, controls, backoff):
 
     timeout = min(controls.timeoutconnect, plan.remaining(time.monotonic()))
     sources = controls.outgoingip
-    if plan.source is not None:  # the route's localip (qmtproutes) wins for its family
+    if plan.source is not None:  # the route's localip, or domainips', wins for its family
         from ..candidates import normal_ip
-        ip, family = normal_ip(plan.source)
+        address, _, ifname = plan.source.partition("%")
+        ip, family = normal_ip(address)
         sources = dict(sources)
         sources[family] = ip
+        if ifname:  # a link-local source needs its interface (domainips' localip%ifname)
+            try:
+                sources[family] = (ip, 0, 0, _socket_if_index(ifname))
+            except OSError as error:
+                raise failures.DomainipUnusable(plan.source, error.strerror or "no such interface") from None
     sock, target = connect.race(connect.interleave([a.target for a in group]), timeout, on_result,
                                 sources=sources)
     plan.put_back([a for a in group if a.target is not target and a.target.ip not in failed])
@@ -137,12 +146,17 @@ def connect_one(group, plan, controls, backoff):
     return sock, next(a for a in group if a.target is target)
 
 
+def _socket_if_index(name):
+    import _socket
+    return _socket.if_nametoindex(name)
+
+
 def try_server(sock, attempt, plan, controls, host, sender, recipients):
     """Greeting, EHLO and maybe STARTTLS with one server: returns only when this server
     will not take the message (the plan knows why); otherwise execs the next program."""
     ip = attempt.target.ip.encode()
     channel = Channel(sock.fileno(), sock.fileno(), controls.timeoutremote, sock=sock, deadline=plan.deadline)
-    opening = Opening(ip, controls.helohost, starttls=plan.tls_wanted(attempt))
+    opening = Opening(ip, plan.helohost or controls.helohost, starttls=plan.tls_wanted(attempt))
     try:
         converse(channel, opening)
     except Dropped as error:
@@ -164,7 +178,7 @@ def try_server(sock, attempt, plan, controls, host, sender, recipients):
         quit(channel)
         sock.close()
         return
-    hand_over(sock, attempt, opening.capabilities, controls, sender, recipients)
+    hand_over(sock, attempt, opening.capabilities, plan, controls, sender, recipients)
 
 
 def chain_environment():
@@ -191,12 +205,12 @@ def run_next(path, argv):  # never returns
         raise failures.ChainBroken(path.encode(), error.strerror) from None
 
 
-def hand_over(sock, attempt, capabilities, controls, sender, recipients):  # never returns
+def hand_over(sock, attempt, capabilities, plan, controls, sender, recipients):  # never returns
     """Exec qmail-remote-io in cleartext with the connection as fds 6 (read) and 7 (write)."""
     on_fds_6_and_7(sock)
     path = paths.sibling(chainargv.IO)
     run_next(path, chainargv.build_io(path, controls.timeoutremote, attempt.target.ip, sender, recipients,
-                                      capabilities=capabilities.to_arg(), note=attempt.note))
+                                      capabilities=capabilities.to_arg(), note=attempt.note, auth=plan.auth))
 
 
 def hand_over_qmtp(sock, attempt, controls, sender, recipients):  # never returns
@@ -222,8 +236,10 @@ def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never
         prog = chainargv.build_qmtp(qmtp, controls.timeoutremote, attempt.target.ip, sender, recipients)
     else:
         io = paths.sibling(chainargv.IO)
+        # SMTPS: the greeting comes inside TLS; STARTTLS: EHLO again inside TLS (RFC 3207)
         prog = chainargv.build_io(io, controls.timeoutremote, attempt.target.ip, sender, recipients,
-                                  ehlo=controls.helohost)
+                                  ehlo=plan.helohost or controls.helohost, greeting=attempt.target.protocol == SMTPS,
+                                  auth=plan.auth)
     path = paths.sibling(TLSC)
     # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
     # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing

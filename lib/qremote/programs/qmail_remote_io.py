@@ -32,6 +32,8 @@ on fd 0, the reports on fd 1 (doc/qmail-remote-io.html).
   -g, --greeting              read the server's greeting first
   -h, --ehlo=NAME             say EHLO NAME first and use what it offers (-c ignored)
   -n, --note=TEXT             add " (TEXT)" to the K report
+  -A, --auth=REFERENCE        SMTP AUTH with the credentials of route line REFERENCE
+                              (NAME:LINE:HEX, never a secret: doc/auth.html)
   -6, --fdr=FD, -7, --fdw=FD  the connection on other descriptors
 """
 
@@ -53,15 +55,18 @@ def deliver(argv, reporter):
         raise failures.NoChannel(PROGRAM, options.fdr, options.fdw, error.strerror) from None
     try:
         capabilities = opening(channel, ip, options)
+        authenticated, auth_note = authenticate(channel, ip, capabilities, options.auth) if options.auth else (
+            False, b"")
         size, eightbit = inspect_message(0, "8BITMIME" in capabilities, "SIZE" in capabilities)
-        transaction = Transaction(ip, sender, recipients, capabilities, size, eightbit)
+        transaction = Transaction(ip, sender, recipients, capabilities, size, eightbit, authenticated)
         run(channel, transaction, reporter)
     except failures.Failure as failure:
         if failure.polite:  # the server is still listening
             quit(channel)
         raise
     quit(channel)
-    reporter.final(failures.K, accepted_report(transaction, options.note))
+    note = b"; ".join(filter(None, (options.note, auth_note)))
+    reporter.final(failures.K, accepted_report(transaction, note))
 
 
 def accepted_report(transaction, note):
@@ -86,6 +91,26 @@ def opening(channel, ip, options):
         return Capabilities.from_arg(options.capabilities)
     except ValueError as error:
         raise failures.UsageIO(PROGRAM, str(error)) from None
+
+
+def authenticate(channel, ip, capabilities, reference):
+    """SMTP AUTH with the route's credentials, read here and now (credentials.py):
+    (True, b"") once authenticated, (False, note) when the server offers no mechanism we
+    can use (s/qmail goes on without AUTH, and the K says so). Failures are raised."""
+    from .. import credentials
+    from ..smtp import auth
+
+    user, secret, options = credentials.read(reference)
+    tls = b"SSL_PROTOCOL" in os.environ  # tlsc-io ran us: this connection is inside TLS
+    machine = auth.Auth(ip, capabilities.auth, user, lambda: secret, tls, b"cleartext" in options,
+                        b"xoauth2" in options)
+    try:
+        converse(channel, machine)
+    except Dropped as error:
+        raise failures.ConnectionDied(ip, why=str(error).encode(), too_long=error.too_long) from None
+    if machine.outcome == auth.SKIPPED:
+        return False, machine.note
+    return True, b""
 
 
 def run(channel, transaction, reporter):

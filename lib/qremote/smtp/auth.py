@@ -279,8 +279,3 @@ def failure_for(ip, mechanism, reply):
     row = {432: failures.AuthTransition, 454: failures.AuthTemporary, 534: failures.AuthTooWeak,
            538: failures.AuthNeedsEncryption}.get(reply.code, failures.AuthRejected)
     return row(ip, mechanism, reply)
-
-
-def xtext(address):
-    """RFC 3461 xtext, for MAIL's AUTH=<address> (RFC 4954 section 5)."""
-    return b"".join(bytes((c,)) if 33 <= c <= 126 and c not in (43, 61) else b"+%02X" % c for c in address)

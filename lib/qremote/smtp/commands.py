@@ -24,8 +24,14 @@ def helo(name):
     return b"HELO " + _checked(name) + b"\r\n"
 
 
-def mail(sender, size=None, eightbit=False, smtputf8=False):
-    """MAIL FROM with the ESMTP parameters the caller decided to use."""
+def xtext(address):
+    """RFC 3461 xtext, for MAIL's AUTH=<address> (RFC 4954 section 5)."""
+    return b"".join(bytes((c,)) if 33 <= c <= 126 and c not in (43, 61) else b"+%02X" % c for c in address)
+
+
+def mail(sender, size=None, eightbit=False, smtputf8=False, auth=None):
+    """MAIL FROM with the ESMTP parameters the caller decided to use; auth: the sender
+    for AUTH=<...> once authenticated (None: not authenticated, no parameter)."""
     line = b"MAIL FROM:<" + _checked(sender) + b">"
     if size is not None:
         line += b" SIZE=%d" % size
@@ -33,6 +39,8 @@ def mail(sender, size=None, eightbit=False, smtputf8=False):
         line += b" BODY=8BITMIME"
     if smtputf8:
         line += b" SMTPUTF8"
+    if auth is not None:
+        line += b" AUTH=<" + xtext(_checked(auth)) + b">"
     return line + b"\r\n"
 
 

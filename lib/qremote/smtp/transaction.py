@@ -36,8 +36,10 @@ def needs_smtputf8(addresses):
 
 
 class Transaction:
-    def __init__(self, ip, sender, recipients, capabilities, size=None, eightbit=False):
-        """sender and recipients are mangled addresses (bytes); size from fstat or None."""
+    def __init__(self, ip, sender, recipients, capabilities, size=None, eightbit=False, authenticated=False):
+        """sender and recipients are mangled addresses (bytes); size from fstat or None;
+        authenticated: AUTH succeeded, so MAIL says AUTH=<sender> (RFC 4954 section 5)."""
+        self.authenticated = authenticated
         self.ip = ip
         self.sender = sender
         self.recipients = list(recipients)
@@ -63,7 +65,8 @@ class Transaction:
             self.sender,
             size=self.size if "SIZE" in caps and self.size is not None else None,
             eightbit=self.eightbit and "8BITMIME" in caps,
-            smtputf8=smtputf8)
+            smtputf8=smtputf8,
+            auth=self.sender if self.authenticated else None)
         if self.pipelining:
             command += b"".join(commands.rcpt(r) for r in self.recipients) + commands.DATA
         return command
