@@ -7,7 +7,8 @@ delivery began), the delivery is deferred rather than a password sent to a relay
 written for. The password field is the secret itself (s/qmail's inline form), or
 `file:PATH`: a credentials file (PATH relative to the qmail home), whose first line is the
 password, or the bearer token of an `xoauth2` route. A credentials file must be a regular
-file no other user can read (mode 0600 or 0640): a world-readable one is refused.
+file no other user can read (mode 0600 or 0640): a world-readable one is refused. A
+relative PATH is taken from the qmail home.
 
 So no secret is in any argv, environment, report, or the smtproutes cdb. Imported only by a
 delivery with AUTH.
@@ -27,10 +28,16 @@ def read(reference):
     where = "control/%s line %s" % (name, number)
     if name not in ("smtproutes", "authsenders") or not number.isdigit():
         raise failures.CredentialsUnusable("the reference " + reference[:60], "not NAME:LINE:HEX")
-    from . import control
+    from . import control, paths
 
-    lines = dict(control.read_lines(name) or ())
-    line = lines.get(int(number))
+    try:
+        os.chdir(paths.qmailhome())  # done already in a delivery; by hand, the control files are there
+    except OSError:
+        raise failures.NoHome() from None
+    lines = control.read_lines(name)
+    if lines is None:
+        raise failures.CredentialsUnusable(where, "control/%s does not exist" % name)
+    line = dict(lines).get(int(number))
     if line is None or secretless(line).hex() != pinned:
         raise failures.CredentialsUnusable(where, "the line changed since this delivery began")
     fields = line.partition(b":")[2].partition(b"|")[2].split(b"|")
