@@ -236,3 +236,31 @@ def test_qmtp_core_does_no_io():
             % os.path.join(TOP, "lib"))
     done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert forbidden(set(done.stdout.split()), IO + RESOLVER) == []
+
+
+# SMTP AUTH's modules: only qmail-remote-io of a delivery with AUTH may load them
+AUTH = ("hashlib", "_hashlib", "hmac", "qremote.smtp.auth", "qremote.credentials")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "starttls"])
+def test_no_auth_loads_no_auth_modules(audit, server, pki, tls):
+    s = server(tls_cert=pki.server("127.0.0.1") if tls else None)
+    audit.route("example.org:127.0.0.1:%d" % s.port)
+    if tls:
+        tls_setup(audit, pki, 2)
+    _, raw = audit.remote("example.org", "s@src.example", "r@example.org", message=MSG)
+    delivered(raw, "127.0.0.1")
+    for program, modules in audit.loaded().items():
+        assert forbidden(modules, AUTH) == [], program
+
+
+def test_auth_modules_only_in_qmail_remote_io(audit, server):
+    """With AUTH over cleartext (a server offering only SCRAM): qmail-remote routes, and
+    qmail-remote-io alone reads the secret and computes the proof."""
+    s = server(ehlo=b"250-mx\r\n250-AUTH SCRAM-SHA-256\r\n250 PIPELINING\r\n")
+    audit.route("example.org:127.0.0.1;%d|alice|pw" % s.port)
+    audit.remote("example.org", "s@src.example", "r@example.org", message=MSG)
+    loaded = audit.loaded()
+    # (routes.reference borrows credentials.secretless: the line's pinned form, no secret)
+    assert forbidden(loaded["qmail-remote"], AUTH[:-1]) == []
+    assert {"hashlib", "hmac", "qremote.smtp.auth", "qremote.credentials"} <= loaded["qmail-remote-io"]
