@@ -255,12 +255,13 @@ def test_no_auth_loads_no_auth_modules(audit, server, pki, tls):
 
 
 def test_auth_modules_only_in_qmail_remote_io(audit, server):
-    """With AUTH over cleartext (a server offering only SCRAM): qmail-remote routes, and
-    qmail-remote-io alone reads the secret and computes the proof."""
-    s = server(ehlo=b"250-mx\r\n250-AUTH SCRAM-SHA-256\r\n250 PIPELINING\r\n")
+    """With AUTH over cleartext (a server offering only CRAM-MD5, answering everything
+    with a challenge): qmail-remote routes, and qmail-remote-io alone reads the secret
+    and computes the digest."""
+    s = server(ehlo=b"250-mx\r\n250-AUTH CRAM-MD5\r\n250 PIPELINING\r\n", unknown=b"334 PDEyMz4=\r\n")
     audit.route("example.org:127.0.0.1;%d|alice|pw" % s.port)
     audit.remote("example.org", "s@src.example", "r@example.org", message=MSG)
     loaded = audit.loaded()
     # (routes.reference borrows credentials.secretless: the line's pinned form, no secret)
     assert forbidden(loaded["qmail-remote"], AUTH[:-1]) == []
-    assert {"hashlib", "hmac", "qremote.smtp.auth", "qremote.credentials"} <= loaded["qmail-remote-io"]
+    assert {"hmac", "qremote.smtp.auth", "qremote.credentials"} <= loaded["qmail-remote-io"]
