@@ -88,16 +88,20 @@ def main():
 
         for _, domain, _ in cases:  # compiles the cdb, warms the caches
             deliver(domain)
-        print("\n[1] One 4 KB message, %d deliveries each (CPU of the whole chain)" % rounds)
+        print("\n[1] One 4 KB message, %d deliveries each, the cases interleaved round by round (a shared "
+              "machine's load drifts); CPU of the whole chain" % rounds)
+        runs = {label: [] for label, _, _ in cases}
+        for _ in range(rounds):
+            for label, domain, _ in cases:
+                runs[label].append(deliver(domain))
         base = None
-        for label, domain, _ in cases:
-            runs = [deliver(domain) for _ in range(rounds)]
-            cpus = [r.cpu * 1000 for r in runs]
+        for label, _, _ in cases:
+            cpus = [r.cpu * 1000 for r in runs[label]]
             cpu = common.median(cpus)
             base = cpu if base is None else base
             print("  %-30s CPU %.1f ms (median; mean %.1f)%s, wall %.1f ms, peak RSS %.1f MiB" % (
-                label, cpu, common.mean(cpus), "" if cpu == base else ", %+.1f ms" % (cpu - base),
-                common.median([r.wall * 1000 for r in runs]), max(r.maxrss_mib for r in runs)))
+                label, cpu, common.mean(cpus), "" if label == cases[0][0] else ", %+.1f ms" % (cpu - base),
+                common.median([r.wall * 1000 for r in runs[label]]), max(r.maxrss_mib for r in runs[label])))
 
         print("\n[2] PBKDF2-HMAC-SHA-256 alone (SCRAM's salted password), best of 20")
         for iterations in (4096, 10000, 100000):
