@@ -1,4 +1,12 @@
-"""control/smtproutes and control/qmtproutes: parse, compile to a cdb, look a host up.
+"""control/smtproutes and control/qmtproutes: parse, compile to a cdb, look a host up;
+control/authsenders and control/domainips (read as they are: small files).
+
+route_for() says the order: an empty sender's `!@` line (smtproutes), authsenders by
+sender, qmtproutes by host, smtproutes by host, MX (doc/smtproutes.html). smtproutes and
+authsenders take s/qmail's enhanced form too: `relay;[s]port|user|password|localip|options`
+(port 465 or `s`: SMTPS; a user: AUTH). A Route never holds the password, only the user
+and a reference to the line (reference()): the cdb is readable by every user, and the
+secret is read by qmail-remote-io alone (credentials.py, doc/auth.html).
 
 Syntax, as stock: one route per line, `domain:relay`, split at the first ':'; keys
 compare case-insensitively; the last line for a key wins; empty lines and lines
@@ -486,15 +494,25 @@ def route_for(host, sender=None):
     sender None: host only (3 and 4)."""
     if sender is not None:
         if sender == b"":
-            get = load(routes=SMTPROUTES)
-            value = None if get is None else get(BOUNCE_KEY)
-            if value is not None:
-                return Route.decode(value) if value else MX
+            route = exact_in(SMTPROUTES, BOUNCE_KEY)
+            if route is not None:
+                return route
         route = authsenders_route(sender)
         if route is not MX:
             return route
     route = route_in(QMTPROUTES, host)
     return route if route is not MX else route_in(SMTPROUTES, host)
+
+
+def exact_in(routes, key):
+    """The Route (or MX) of exactly key in one routes file, or None."""
+    def lookup(get):
+        value = None if get is None else get(key)
+        return None if value is None else Route.decode(value)
+    try:
+        return lookup(load(routes=routes))
+    except ValueError:  # cdbread.Corrupt or a value that does not decode: compile the text again
+        return lookup(load(rebuild=True, routes=routes))
 
 
 AUTHSENDERS, DOMAINIPS = "authsenders", "domainips"
