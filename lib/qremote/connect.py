@@ -35,7 +35,7 @@ def _start(target, source):
         except OSError as error:
             sock.close()
             raise failures.SourceUnusable(source[0] if isinstance(source, tuple) else source,
-                                          error.strerror or "bind failed") from None
+                                          error.strerror or "bind failed", "control/outgoingip") from None
     try:
         return sock, sock.connect_ex((target.ip, target.port))
     except OSError as error:

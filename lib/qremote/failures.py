@@ -225,8 +225,9 @@ TABLE = {
     # connecting, the opening, TLS
     "NoConnection": ("Failure", Z, False, b"Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n", ()),
     # control/outgoingip names an address this machine cannot connect from
+    # a source address this machine cannot connect from; named: where it was given
     "SourceUnusable": ("Failure", Z, False, b"Unable to bind the source address %(address)s named by "
-                       b"control/outgoingip: %(reason)s. (#4.3.0)\n", (("address", TEXT), ("reason", TEXT))),
+                       b"%(named)s: %(reason)s. (#4.3.0)\n", (("address", TEXT), ("reason", TEXT), ("named", TEXT))),
     "GreetingFailed": ("AtPeer", Z, True, b"Connected to %(ip)s but greeting failed.\n%(reply)s", _PEER),
     "HeloRejected": ("AtPeer", Z, True, b"Connected to %(ip)s but my name was rejected.\n%(reply)s", _PEER),
     # a file named by trustanchors, clientcert or clientkey cannot be used

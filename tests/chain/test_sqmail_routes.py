@@ -52,3 +52,15 @@ def test_unparsable_lines_are_a_z_naming_file_and_line(home, server):
     reports, _ = home.remote("example.org", "a@src.example", "b@example.org")
     assert reports[-1][1].startswith(b"Invalid control file control/domainips: line 1: localip must be an IP")
     assert s.sessions == []
+
+
+def test_a_source_address_that_cannot_be_bound_names_where_it_was_given(home, server):
+    s = server()
+    home.route("example.org:127.0.0.1;%d|||192.0.2.55" % s.port)  # not an address of this machine
+    reports, raw = home.remote("example.org", "joe@src.example", "b@example.org")
+    assert reports[-1] == ("Z", b"Unable to bind the source address 192.0.2.55 named by its route (localip) or "
+                                b"control/domainips: Cannot assign requested address. (#4.3.0)\n"), raw
+    home.route("example.org:127.0.0.1;%d" % s.port)
+    home.control("outgoingip", "192.0.2.56\n")
+    reports, raw = home.remote("example.org", "joe@src.example", "b@example.org")
+    assert reports[-1][1].startswith(b"Unable to bind the source address 192.0.2.56 named by control/outgoingip: ")

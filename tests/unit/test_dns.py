@@ -512,7 +512,7 @@ def test_outgoingip_malformed_is_a_clear_z(controldir, content, why):
 
 
 def test_source_unusable_text():
-    failure = failures.SourceUnusable("192.0.2.1", "Cannot assign requested address")
+    failure = failures.SourceUnusable("192.0.2.1", "Cannot assign requested address", "control/outgoingip")
     assert failure.letter == failures.Z
     assert failure.text() == (b"Unable to bind the source address 192.0.2.1 named by control/outgoingip: "
                               b"Cannot assign requested address. (#4.3.0)\n")

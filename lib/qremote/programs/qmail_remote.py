@@ -138,8 +138,13 @@ def connect_one(group, plan, controls, backoff):
                 sources[family] = (ip, 0, 0, _socket_if_index(ifname))
             except OSError as error:
                 raise failures.DomainipUnusable(plan.source, error.strerror or "no such interface") from None
-    sock, target = connect.race(connect.interleave([a.target for a in group]), timeout, on_result,
-                                sources=sources)
+    try:
+        sock, target = connect.race(connect.interleave([a.target for a in group]), timeout, on_result,
+                                    sources=sources)
+    except failures.SourceUnusable as failure:
+        if plan.source is not None and failure.address == plan.source.partition("%")[0]:
+            failure.named = "its route (localip) or control/domainips"
+        raise
     plan.put_back([a for a in group if a.target is not target and a.target.ip not in failed])
     if sock is None:
         return None, None
