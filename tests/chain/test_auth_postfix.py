@@ -5,11 +5,13 @@ control files (smtproutes, authsenders) unchanged."""
 
 import os
 import shutil
+import stat
 import tempfile
 import time
 
 import pytest
 
+from tests.chain.test_imports import audit, audited  # noqa: F401 (fixtures: the audited chain)
 from tests.support.postfix_sasl import SaslPostfix, sasl_available
 
 USER, PASSWORD = "alice", "s3cret pass"
@@ -131,6 +133,29 @@ def test_scram_goes_in_cleartext_without_the_password(home, postfixes):
     reports, marker = deliver(home, mta)
     assert reports[-1][0] == "K"
     held_with(mta, marker)
+
+
+@pytest.mark.parametrize("form", ["starttls", "smtps"])
+def test_scram_second_delivery_uses_the_key_cache(audit, postfixes, form):
+    """The first SCRAM delivery derives the keys (PBKDF2, OpenSSL's _hashlib) and keeps them in
+    run/qmail-remote/scram; the second reads them: qmail-remote-io loads no _hashlib."""
+    mta = postfixes(("SCRAM-SHA-256",))
+    port = "%d" % mta.starttls_port if form == "starttls" else "s%d" % mta.smtps_port
+    smtproutes(audit, "example.org:127.0.0.1;%s|%s|%s" % (port, USER, PASSWORD))
+    cache = os.path.join(audit.path, "run", "qmail-remote", "scram")
+    for delivery in ("cold", "warm"):
+        reports, marker = deliver(audit, mta)
+        assert [letter for letter, _ in reports] == ["r", "K"], (delivery, reports)
+        assert "Authenticated sender: alice" in held_with(mta, marker)
+        loaded = audit.loaded()["qmail-remote-io"]
+        assert "qremote.scramcache" in loaded
+        assert ("_hashlib" in loaded) is (delivery == "cold"), delivery
+        assert "hashlib" not in loaded and "hmac" not in loaded
+        entries = os.listdir(cache)
+        assert len(entries) == 1, entries
+        assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+        assert stat.S_IMODE(os.lstat(os.path.join(cache, entries[0])).st_mode) == 0o600
+    assert mta.sasl_methods()[-2:] == ["SCRAM-SHA-256"] * 2
 
 
 def test_server_without_auth_goes_on_and_says_so(home, postfixes):

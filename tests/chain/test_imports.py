@@ -239,7 +239,7 @@ def test_qmtp_core_does_no_io():
 
 
 # SMTP AUTH's modules: only qmail-remote-io of a delivery with AUTH may load them
-AUTH = ("hashlib", "_hashlib", "hmac", "qremote.smtp.auth", "qremote.credentials")
+AUTH = ("hashlib", "_hashlib", "hmac", "qremote.smtp.auth", "qremote.scramcache", "qremote.credentials")
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "starttls"])
@@ -268,3 +268,4 @@ def test_auth_modules_only_in_qmail_remote_io(audit, server):
     # CRAM-MD5 with the built-in _md5, credentials read with posix: no OpenSSL (the audit
     # itself imports os, so os.py cannot be checked here)
     assert forbidden(loaded["qmail-remote-io"], ("hashlib", "_hashlib", "hmac", "qremote.control")) == []
+    assert "qremote.scramcache" not in loaded["qmail-remote-io"]  # SCRAM's alone

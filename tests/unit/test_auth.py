@@ -31,6 +31,39 @@ def test_scram_sha_256_rfc7677_example():
     assert m.finished()
 
 
+@pytest.mark.parametrize("key", [b"", b"k", b"x" * 64, b"y" * 65, bytes(range(256))])
+@pytest.mark.parametrize("message", [b"", b"Client Key", b"m" * 1000])
+def test_hmac_sha256_is_openssls(key, message):
+    import _hashlib
+    assert auth.hmac_sha256(key, message) == _hashlib.hmac_digest(key, message, "sha256")
+
+
+def test_scram_derived_keys_are_rfc5802s():
+    """RFC 7677's example: SaltedPassword by PBKDF2, then ClientKey and ServerKey."""
+    import hashlib
+    import hmac
+    salt = binascii.a2b_base64(b"W22ZaJ0SNY7soEsUEjb6gQ==")
+    salted = hashlib.pbkdf2_hmac("sha256", b"pencil", salt, 4096)
+    assert auth.derived_keys(b"user", b"pencil", salt, 4096) == (
+        hmac.digest(salted, b"Client Key", "sha256"), hmac.digest(salted, b"Server Key", "sha256"))
+
+
+def test_scram_uses_the_keys_it_is_given():
+    """The keys() passed in (qmail-remote-io's cache) replace the derivation: given the right
+    keys, RFC 7677's exchange comes out the same, and the secret is handed to keys() once."""
+    salt = binascii.a2b_base64(b"W22ZaJ0SNY7soEsUEjb6gQ==")
+    right = auth.derived_keys(b"user", b"pencil", salt, 4096)
+    asked = []
+    m = auth.ScramSHA256(b"user", b"pencil", nonce=b"rOprNGfwEbeRWgbNEkqO",
+                         keys=lambda *args: asked.append(args) or right)
+    final = binascii.a2b_base64(m.step(b64(FIRST)))
+    assert final.endswith(b",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    assert asked == [(b"user", b"pencil", salt, 4096)]
+    assert m.secret is None
+    m.step(b64(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="))
+    assert m.finished()
+
+
 def scram_machine(secret=b"pencil"):
     machine = auth.Auth(IP, {"SCRAM-SHA-256"}, b"user", lambda: secret, tls=True)
     machine.start()

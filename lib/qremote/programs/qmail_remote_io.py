@@ -103,7 +103,7 @@ def authenticate(channel, ip, capabilities, reference):
     user, secret, options = credentials.read(reference)
     tls = b"SSL_PROTOCOL" in os.environ  # tlsc-io ran us: this connection is inside TLS
     machine = auth.Auth(ip, capabilities.auth, user, lambda: secret, tls, b"cleartext" in options,
-                        b"xoauth2" in options)
+                        b"xoauth2" in options, scram_keys=cached_scram_keys)
     try:
         converse(channel, machine)
     except Dropped as error:
@@ -111,6 +111,13 @@ def authenticate(channel, ip, capabilities, reference):
     if machine.outcome == auth.SKIPPED:
         return False, machine.note
     return True, b""
+
+
+def cached_scram_keys(*args):
+    """SCRAM's keys through run/qmail-remote/scram (scramcache.py): imported only by SCRAM."""
+    from .. import scramcache
+
+    return scramcache.keys(*args)
 
 
 def run(channel, transaction, reporter):

@@ -22,9 +22,10 @@ Rules:
 4. A server that offers no mechanism we can use: outcome SKIPPED, the delivery goes on
    without AUTH and the K says so (s/qmail's "no supported AUTH method found").
 
-SCRAM alone loads OpenSSL's _hashlib (PBKDF2; loading libcrypto costs about 4.5 ms of
-CPU), without hashlib and hmac above it; CRAM-MD5 uses the built-in _md5. A delivery without AUTH never
-imports this module at all.
+SCRAM computes PBKDF2 with OpenSSL's _hashlib (loading libcrypto costs about 4.5 ms of
+CPU), without hashlib and hmac above it, but only when its keys are not cached
+(scramcache.py, doc/auth.html): the rest of SCRAM uses Python's built-in SHA-256, and
+CRAM-MD5 the built-in _md5. A delivery without AUTH never imports this module at all.
 """
 
 import binascii
@@ -166,11 +167,14 @@ def saslname(user):
 
 
 class ScramSHA256:
-    """RFC 5802 with SHA-256 (RFC 7677), no channel binding ("n,,")."""
+    """RFC 5802 with SHA-256 (RFC 7677), no channel binding ("n,,").
+
+    keys(user, secret, salt, count) -> (ClientKey, ServerKey): the costly part (PBKDF2);
+    by default derived here (salted_keys), qmail-remote-io passes a cached one (scramcache.py)."""
     name = "SCRAM-SHA-256"
 
-    def __init__(self, user, secret, nonce=None):
-        self.secret = secret
+    def __init__(self, user, secret, nonce=None, keys=None):
+        self.user, self.secret, self.keys = user, secret, keys or derived_keys
         if nonce is None:
             from posix import urandom  # not os.py: about 2 ms of CPU
 
@@ -196,7 +200,6 @@ class ScramSHA256:
         return self.verified
 
     def _client_final(self, server_first):
-        pbkdf2, mac, sha256 = scram_primitives()
         fields = dict(item.split(b"=", 1) for item in server_first.split(b",") if b"=" in item)
         nonce, salt, iterations = fields.get(b"r", b""), fields.get(b"s"), fields.get(b"i", b"")
         if b"m" in fields:
@@ -208,14 +211,14 @@ class ScramSHA256:
         count = int(iterations[:9])
         if not MIN_ITERATIONS <= count <= MAX_ITERATIONS:
             raise Malformed("iteration count %d outside %d..%d" % (count, MIN_ITERATIONS, MAX_ITERATIONS))
-        salted = pbkdf2(self.secret, unb64(salt), count)
-        client_key = mac(salted, b"Client Key")
+        client_key, server_key = self.keys(self.user, self.secret, unb64(salt), count)
+        self.secret = None
+        sha256 = sha256_constructor()
         without_proof = b"c=biws,r=" + nonce
         auth_message = self.first_bare + b"," + server_first + b"," + without_proof
-        signature = mac(sha256(client_key), auth_message)
+        signature = hmac_sha256(sha256(client_key).digest(), auth_message)
         proof = bytes(a ^ b for a, b in zip(client_key, signature))
-        self.server_signature = mac(mac(salted, b"Server Key"), auth_message)
-        self.secret = None
+        self.server_signature = hmac_sha256(server_key, auth_message)
         return without_proof + b",p=" + b64(proof)
 
     def _verify(self, server_final):
@@ -229,22 +232,39 @@ class ScramSHA256:
         self.verified = True
 
 
-def scram_primitives():
-    """(pbkdf2(password, salt, count), hmac_sha256(key, message), sha256(data)): OpenSSL's
-    _hashlib directly, since hashlib and hmac on top of it cost another 1.5 ms of CPU."""
+def derived_keys(user, secret, salt, count):
+    """(ClientKey, ServerKey) of RFC 5802, from SaltedPassword = PBKDF2(secret, salt, count):
+    OpenSSL's _hashlib directly (hashlib on top of it costs another 1.5 ms of CPU). The
+    only place SCRAM loads _hashlib: scramcache.py keeps the result."""
     try:
-        import _hashlib
+        from _hashlib import pbkdf2_hmac
+    except ImportError:  # a Python built without OpenSSL
+        from hashlib import pbkdf2_hmac
+    salted = pbkdf2_hmac("sha256", secret, salt, count)
+    return hmac_sha256(salted, b"Client Key"), hmac_sha256(salted, b"Server Key")
 
-        return ((lambda password, salt, count: _hashlib.pbkdf2_hmac("sha256", password, salt, count)),
-                (lambda key, message: _hashlib.hmac_digest(key, message, "sha256")),
-                (lambda data: _hashlib.openssl_sha256(data).digest()))
-    except (ImportError, AttributeError):
-        import hashlib
-        import hmac
 
-        return ((lambda password, salt, count: hashlib.pbkdf2_hmac("sha256", password, salt, count)),
-                (lambda key, message: hmac.digest(key, message, "sha256")),
-                (lambda data: hashlib.sha256(data).digest()))
+def sha256_constructor():
+    """SHA-256 from Python's own C module (_sha256 in 3.11, _sha2 from 3.12): loading it costs
+    about 0.5 ms of CPU, OpenSSL's _hashlib about 4.5 ms."""
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:  # a Python built without them
+            from _hashlib import openssl_sha256 as sha256
+    return sha256
+
+
+def hmac_sha256(key, message):
+    """RFC 2104 HMAC-SHA-256 over sha256_constructor() (hmac.py would load _hashlib)."""
+    sha256 = sha256_constructor()
+    if len(key) > 64:
+        key = sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    inner = sha256(bytes(k ^ 0x36 for k in key) + message).digest()
+    return sha256(bytes(k ^ 0x5C for k in key) + inner).digest()
 
 
 MECHANISMS = {m.name: m for m in (Plain, Login, CramMD5, XOAuth2, ScramSHA256)}
@@ -258,8 +278,9 @@ class Auth:
 
     checks_surplus = False
 
-    def __init__(self, ip, offered, user, get_secret, tls, cleartext_ok=False, xoauth2=False):
+    def __init__(self, ip, offered, user, get_secret, tls, cleartext_ok=False, xoauth2=False, scram_keys=None):
         self.ip, self.offered, self.user, self.get_secret = ip, offered, user, get_secret
+        self.scram_keys = scram_keys  # ScramSHA256's keys(): where its costly part may be cached
         self.tls, self.cleartext_ok, self.xoauth2 = tls, cleartext_ok, xoauth2
         self.outcome = None
         self.mechanism = None
@@ -275,7 +296,10 @@ class Auth:
                 raise failures.AuthNoMechanism(self.ip, "XOAUTH2", "/".join(sorted(self.offered)) or "none")
             self.outcome, self.note = SKIPPED, NO_MECHANISM_NOTE
             return b""
-        self.mechanism = MECHANISMS[name](self.user, self.get_secret())
+        if name == ScramSHA256.name:
+            self.mechanism = ScramSHA256(self.user, self.get_secret(), keys=self.scram_keys)
+        else:
+            self.mechanism = MECHANISMS[name](self.user, self.get_secret())
         initial = self.mechanism.initial()
         command = b"AUTH " + name.encode()
         if initial is not None:
