@@ -28,6 +28,8 @@ from tests.support.net import needs_root
 RESOLVER = ("qremote.dns", "qremote.resolver", "dns")
 # ... and, for the programs after the connection, the route-to-targets step as well
 TARGETS = RESOLVER + ("qremote.resolve",)
+# SMTP AUTH's modules: only qmail-remote-io of a delivery with AUTH may load them
+AUTH = ("hashlib", "_hashlib", "hmac", "qremote.smtp.auth", "qremote.scramcache", "qremote.credentials")
 TLS = ("ssl", "_ssl")
 # what the SMTP core (lib/qremote/smtp: sans-IO) must never load
 IO = ("socket", "_socket", "ssl", "_ssl", "selectors", "select")
@@ -144,6 +146,8 @@ def test_ip_route_loads_no_resolver(audit, server, pki, tls):
     loaded = audit.loaded()
     assert forbidden(loaded["qmail-remote"], RESOLVER) == []
     assert forbidden(loaded["qmail-remote"], TLS) == []  # the handshake is tlsc-io's
+    for program, modules in loaded.items():  # no AUTH route: no AUTH module anywhere
+        assert forbidden(modules, AUTH) == [], program
     check_after_connection(loaded, tls)
     assert s.wait_sessions()[0].tls is tls
 
@@ -238,20 +242,8 @@ def test_qmtp_core_does_no_io():
     assert forbidden(set(done.stdout.split()), IO + RESOLVER) == []
 
 
-# SMTP AUTH's modules: only qmail-remote-io of a delivery with AUTH may load them
-AUTH = ("hashlib", "_hashlib", "hmac", "qremote.smtp.auth", "qremote.scramcache", "qremote.credentials")
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "starttls"])
-def test_no_auth_loads_no_auth_modules(audit, server, pki, tls):
-    s = server(tls_cert=pki.server("127.0.0.1") if tls else None)
-    audit.route("example.org:127.0.0.1:%d" % s.port)
-    if tls:
-        tls_setup(audit, pki, 2)
-    _, raw = audit.remote("example.org", "s@src.example", "r@example.org", message=MSG)
-    delivered(raw, "127.0.0.1")
-    for program, modules in audit.loaded().items():
-        assert forbidden(modules, AUTH) == [], program
 
 
 def test_auth_modules_only_in_qmail_remote_io(audit, server):
