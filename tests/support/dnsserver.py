@@ -18,7 +18,10 @@ connection that is accepted but never answered), "garbage" (a well-addressed ans
 whose records cannot be parsed), "wrong-id" (an answer with another id, then the real
 one), "servfail-bare", "refused-bare", "formerr-bare", "notimp-bare" (that rcode with
 the right id but no question section, as some servers send). CNAME chains in the data
-are followed up to 64 links. Every query is logged in `queries` as
+are followed up to 64 links. `server.ad = True` makes it a "validating resolver": every
+answer (NOERROR or NXDOMAIN) carries the AD bit, except for names/types given behaviour
+"no-ad" (an insecure zone); never a real validation (tests/support/dnssec.py is).
+Every query is logged in `queries` as
 (name lowercased without the final dot, type text, "udp" or "tcp"); `events` logs
 ("query", name, type) on arrival and ("answer", name, type) when the answer goes
 out, in order: it shows which queries were in flight together.
@@ -52,6 +55,7 @@ class DNSServer(Stoppable):
     def __init__(self, host="127.0.0.1", delay=0.0):
         self.host = host
         self.delay = delay
+        self.ad = False      # set AD on answers: a validating resolver's "secure"
         self.records = {}    # name -> {type text: [rdata text]}
         self.behaviours = {}  # (name, type text or None) -> behaviour
         self.queries = []
@@ -120,6 +124,8 @@ class DNSServer(Stoppable):
         behaviour = self._behaviour(name, rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
+        if self.ad and behaviour != "no-ad":
+            response.flags |= dns.flags.AD
         if behaviour == "silent" or (behaviour == "truncate-stall" and proto == "tcp"):
             return []
         packets = self._packets(query, question, name, rdtype, behaviour, proto, response)

@@ -98,6 +98,6 @@ Rules of this package:
 """
 
 from .exchange import nameservers
-from .mx import mx_targets, relay_targets
+from .mx import Dane, Lookup, mx_lookup, mx_targets, relay_lookup, relay_targets
 
-__all__ = ["mx_targets", "nameservers", "relay_targets"]
+__all__ = ["Dane", "Lookup", "mx_lookup", "mx_targets", "nameservers", "relay_lookup", "relay_targets"]

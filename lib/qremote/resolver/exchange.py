@@ -105,15 +105,16 @@ def nameservers(environ=None, resolv_conf=RESOLV_CONF):
 # --- the exchange: every query of a stage at once --------------------------------------------
 
 class Result:
-    """How one query ended: OK (records, maybe none), NXDOMAIN or SOFT."""
+    """How one query ended: OK (records, maybe none), NXDOMAIN or SOFT; ad: the answer's AD bit
+    (the resolver validated it with DNSSEC; never set on SOFT)."""
 
-    __slots__ = ("status", "records")
+    __slots__ = ("status", "records", "ad")
 
-    def __init__(self, status, records=()):
-        self.status, self.records = status, records
+    def __init__(self, status, records=(), ad=False):
+        self.status, self.records, self.ad = status, records, ad
 
     def __repr__(self):
-        return "Result(%r, %r)" % (self.status, self.records)
+        return "Result(%r, %r, ad=%r)" % (self.status, self.records, self.ad)
 
 
 class _Query:
@@ -150,8 +151,11 @@ class Stage:
     socket closed and its fd number reused within one batch of events is safe.
     """
 
-    def __init__(self, questions, servers, deadline, clock=time.monotonic):
+    def __init__(self, questions, servers, deadline, clock=time.monotonic, enough=None):
         self.queries = [_Query(q) for q in questions]
+        # enough([Result or None per question]) -> True when the stage may end with queries
+        # still pending (optional ones: they end SOFT); None: wait for every query
+        self.enough = enough
         self.by_ident = {query.question.ident: query for query in self.queries}
         self.servers = servers
         self.clock = clock
@@ -168,6 +172,10 @@ class Stage:
                 now = self.clock()
                 pending = [q for q in self.queries if q.result is None]
                 if not pending:
+                    break
+                if self.enough is not None and self.enough([q.result for q in self.queries]):
+                    for query in pending:
+                        self._finish(query, Result(SOFT))  # optional, and not waited for
                     break
                 if now >= self.deadline:
                     for query in pending:
@@ -291,9 +299,9 @@ class Stage:
                 if query.tcp is None:
                     self._start_tcp(query, index)
         elif answer.rcode == RCODE_NOERROR:
-            self._finish(query, Result(OK, answer.records))
+            self._finish(query, Result(OK, answer.records, answer.ad))
         elif answer.rcode == RCODE_NXDOMAIN:
-            self._finish(query, Result(NXDOMAIN))
+            self._finish(query, Result(NXDOMAIN, (), answer.ad))
         else:
             self._server_failed(query, index)
 
