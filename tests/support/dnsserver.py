@@ -6,6 +6,7 @@ benchmarks, built on dnspython's wire code (dns.message: fine in tests, never in
     server.add("a.mx.test", "A", "127.0.0.2")
     server.behave("b.mx.test", "servfail")    # or "silent", "truncate", "refused", "garbage"
     server.delay = 0.1                        # every answer waits 100 ms (concurrently)
+    server.late["b.mx.test"] = 0.3            # but b.mx.test's wait 300 ms
     env DNSCACHEIP=server.address()           # "127.0.0.1@PORT"
 
 It answers like a recursive resolver would for its own data: a name it has no
@@ -43,6 +44,20 @@ import dns.rrset
 from tests.support.net import Stoppable, accept_each, close_quietly
 
 
+def round_trips(events):
+    """The longest chain of round trips in an event log: a query sent after answers went out
+    is one deeper than the deepest of them (a late answer to a query nobody waited for, such
+    as an optional one, adds nothing)."""
+    depth, latest, deepest = {}, 0, 0
+    for kind, name, rdtype in events:
+        if kind == "query":
+            depth.setdefault((name, rdtype), latest + 1)
+            deepest = max(deepest, depth[(name, rdtype)])
+        else:
+            latest = max(latest, depth.get((name, rdtype), 0))
+    return deepest
+
+
 BARE_ERRORS = {"servfail-bare": dns.rcode.SERVFAIL, "refused-bare": dns.rcode.REFUSED,
                "formerr-bare": dns.rcode.FORMERR, "notimp-bare": dns.rcode.NOTIMP}
 
@@ -56,6 +71,7 @@ class DNSServer(Stoppable):
         self.host = host
         self.delay = delay
         self.ad = False      # set AD on answers: a validating resolver's "secure"
+        self.late = {}       # name -> seconds its answers wait instead of delay
         self.records = {}    # name -> {type text: [rdata text]}
         self.behaviours = {}  # (name, type text or None) -> behaviour
         self.queries = []
@@ -181,8 +197,9 @@ class DNSServer(Stoppable):
     # --- the sockets ---
     def _later(self, send, packets):
         def go():
-            if self.delay:
-                time.sleep(self.delay)
+            wait = self.late.get(packets[0][1], self.delay)
+            if wait:
+                time.sleep(wait)
             for packet, name, rdtype in packets:
                 with self.lock:
                     self.events.append(("answer", name, rdtype))

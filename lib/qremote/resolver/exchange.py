@@ -165,8 +165,20 @@ class Stage:
         self.owners = {}    # fd -> ("udp", server index) or ("tcp", query): identity matters
         self.poller = select.poll()
 
-    def run(self):
-        """[Result] in the order of the questions."""
+    def then(self, questions, deadline, enough=None):
+        """The next stage on the same sockets: these questions are added, and the ones still in
+        flight (optional ones that enough() did not wait for) go on, unanswered so far."""
+        for question in questions:
+            query = _Query(question)
+            self.queries.append(query)
+            self.by_ident[question.ident] = query
+        self.deadline, self.enough = deadline, enough
+        return self
+
+    def run(self, last=True):
+        """[Result] in the order of the questions (all of them, earlier stages' too). A query
+        enough() did not wait for reads as SOFT, and with last=False stays in flight, with the
+        sockets open, for then(); close() ends it."""
         try:
             while True:
                 now = self.clock()
@@ -174,8 +186,6 @@ class Stage:
                 if not pending:
                     break
                 if self.enough is not None and self.enough([q.result for q in self.queries]):
-                    for query in pending:
-                        self._finish(query, Result(SOFT))  # optional, and not waited for
                     break
                 if now >= self.deadline:
                     for query in pending:
@@ -197,9 +207,10 @@ class Stage:
                         self._udp_ready(owner[1])
                     elif owner[1].result is None:
                         self._tcp_ready(owner[1], events)
-            return [query.result for query in self.queries]
+            return [query.result or Result(SOFT) for query in self.queries]
         finally:
-            self._close_all()
+            if last:
+                self.close()
 
     def _own(self, sock, kind, key, events):
         fd = sock.fileno()
@@ -389,12 +400,14 @@ class Stage:
                 pass
         sock.close()
 
-    def _close_all(self):
+    def close(self):
         for sock in self.udp.values():
             sock.close()
+        self.udp.clear()
         for query in self.queries:
             if query.tcp is not None:
                 query.tcp.close()
+                query.tcp = None
 
 
 class Deadlines:

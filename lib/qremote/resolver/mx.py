@@ -226,9 +226,10 @@ def answer_lines(questions, results):
 
 # --- the API -------------------------------------------------------------------------------
 
-def host_questions(names, tlsa_port=None):
+def host_questions(names, tlsa_port=None, first=0):
     """Stage 2's Questions for names: A, AAAA and (with tlsa_port) TLSA of each, distinct ids;
-    and per name the indexes of its (A, AAAA, TLSA or None) answers."""
+    and per name the indexes of its (A, AAAA, TLSA or None) answers, counted from first
+    (the number of questions of the stages before, on the same Stage)."""
     ids = fresh_ids(3 * len(names))
     questions, slots = [], []
     for name in names:
@@ -238,7 +239,7 @@ def host_questions(names, tlsa_port=None):
         owner = tlsa_name(name, tlsa_port) if tlsa_port else None
         if owner is not None:
             questions.append(Question(owner, TYPE_TLSA, ids[len(questions)]))
-        slots.append((a, aaaa, len(questions) - 1 if owner is not None else None))
+        slots.append((first + a, first + aaaa, first + len(questions) - 1 if owner is not None else None))
     return questions, slots
 
 
@@ -255,11 +256,12 @@ def addresses_done(slots):
     return enough
 
 
-def names_stage(names, port, ask_tlsa, servers, deadline, answers):
-    """Run stage 2 for names: {name: ((A, AAAA) Results, Dane or None (DANE off))}."""
-    questions, slots = host_questions(names, port if ask_tlsa is not None else None)
-    results = Stage(questions, servers, deadline, enough=addresses_done(slots)).run() if names else []
-    answers.extend(answer_lines(questions, results))
+def names_stage(names, port, ask_tlsa, stage, deadline):
+    """Run stage 2 for names on stage (a Stage, maybe with queries of stage 1 still in flight:
+    they go on, never waited for): ({name: ((A, AAAA) Results, Dane or None (DANE off))},
+    [Result of every question of the Stage])."""
+    questions, slots = host_questions(names, port if ask_tlsa else None, len(stage.queries))
+    results = stage.then(questions, deadline, addresses_done(slots)).run()
     found = {}
     for name, (a, aaaa, tlsa) in zip(names, slots):
         if ask_tlsa is None:
@@ -269,7 +271,7 @@ def names_stage(names, port, ask_tlsa, servers, deadline, answers):
         else:
             dane = dane_state(name, port, results[a], results[aaaa], _NO_SUCH_TLSA if tlsa is None else results[tlsa])
         found[name] = ((results[a], results[aaaa]), dane)
-    return found
+    return found, results
 
 
 def mx_lookup(host, timeoutdns=0, servers=None, dane=True, sts=False):
@@ -289,29 +291,34 @@ def mx_lookup(host, timeoutdns=0, servers=None, dane=True, sts=False):
     questions = [Question(name, TYPE_MX, ids[0])]
     if sts_name is not None:
         questions.append(Question(sts_name, TYPE_TXT, ids[1]))
-    results = Stage(questions, servers, deadlines.next_stage(), enough=lambda done: done[0] is not None).run()
-    answers = answer_lines(questions, results)
+    # stage 1 ends with the MX answer; a TXT still in flight goes on through stage 2 on the
+    # same sockets (no round trip of its own, and it holds nothing)
+    stage = Stage(questions, servers, deadlines.next_stage(), enough=lambda done: done[0] is not None)
+    try:
+        mx_result = stage.run(last=False)[0]
+        if mx_result.status == SOFT:
+            raise failures.DnsSoft()
+        if mx_result.status == NXDOMAIN:
+            raise failures.DnsHard(host)
+        exchangers = records_for(name, TYPE_MX, mx_result.records)
+        if exchangers is None:  # a CNAME chain too long to follow: temporary, never a bounce
+            raise failures.DnsSoft()
+        exchangers = order_mx(exchangers)
+        if exchangers and is_null_mx(exchangers):
+            raise failures.NullMX(host)
+        ordered = [(p, n) for p, n in exchangers if not n.is_root()][:MAX_MX]  # a root target among others: unusable
+        names = [n for _, n in ordered if parse_literal(name_bytes(n)) is None] if exchangers else [name]
+        ask_tlsa = mx_result.ad if dane else None  # None: DANE off, False: not validated
+        found, results = names_stage(names, 25, ask_tlsa, stage, deadlines.next_stage())
+    finally:
+        stage.close()
+    answers = answer_lines([query.question for query in stage.queries], results)
     sts_values = (txt_values(sts_name, results[1]) if sts_name is not None else []) if sts else None
-    mx_result = results[0]
-    if mx_result.status == SOFT:
-        raise failures.DnsSoft()
-    if mx_result.status == NXDOMAIN:
-        raise failures.DnsHard(host)
-    exchangers = records_for(name, TYPE_MX, mx_result.records)
-    if exchangers is None:  # a CNAME chain too long to follow: temporary, never a bounce
-        raise failures.DnsSoft()
-    exchangers = order_mx(exchangers)
-    ask_tlsa = mx_result.ad if dane else None  # None: DANE off, False: not validated
     if not exchangers:  # implicit MX
-        (results, state), = names_stage([name], 25, ask_tlsa, servers, deadlines.next_stage(), answers).values()
-        targets = one_name_targets(name, host, 25, results)
+        (addresses_results, state), = found.values()
+        targets = one_name_targets(name, host, 25, addresses_results)
         return Lookup(targets, {host: state or Dane(NONE)}, sts_values, answers)
-    if is_null_mx(exchangers):
-        raise failures.NullMX(host)
-    ordered = [(p, n) for p, n in exchangers if not n.is_root()][:MAX_MX]  # a root target among others: unusable
-    names = [n for _, n in ordered if parse_literal(name_bytes(n)) is None]
-    found = names_stage(names, 25, ask_tlsa, servers, deadlines.next_stage(), answers)
-    targets = mx_list_targets(ordered, {n: results for n, (results, _) in found.items()})
+    targets = mx_list_targets(ordered, {n: pair for n, (pair, _) in found.items()})
     states = {}
     for _, n in ordered:
         label = name_bytes(n)
@@ -327,11 +334,12 @@ def relay_lookup(relay, port, timeoutdns=0, servers=None, dane=True):
     name = query_name(relay)
     if name is None:
         raise failures.DnsHard(relay)
-    answers = []
     ask_tlsa = True if dane else None  # nothing came before the relay name: nothing to validate
-    (results, state), = names_stage([name], port, ask_tlsa, servers, Deadlines(timeoutdns).next_stage(),
-                                    answers).values()
-    targets = one_name_targets(name, relay, port, results, routed=True)
+    stage = Stage([], servers, 0)
+    found, results = names_stage([name], port, ask_tlsa, stage, Deadlines(timeoutdns).next_stage())
+    answers = answer_lines([query.question for query in stage.queries], results)
+    (pair, state), = found.values()
+    targets = one_name_targets(name, relay, port, pair, routed=True)
     return Lookup(targets, {relay: state or Dane(NONE)}, None, answers)
 
 
