@@ -202,6 +202,12 @@ def test_stage_two_ends_without_an_insecure_hosts_tlsa_but_waits_for_a_secure_on
     assert len(questions) == 2 and slots == [(0, 1, None)]
 
 
+def test_stage_two_ids_never_reuse_one_still_in_flight():
+    taken = set(range(65536)) - {7, 8, 9}
+    questions, slots = mx.host_questions([HOST], 25, first=2, taken=taken)
+    assert sorted(q.ident for q in questions) == [7, 8, 9] and slots == [(2, 3, 4)]
+
+
 def test_a_tlsa_name_too_long_to_exist_is_not_asked():
     long_host = N(".".join(["a" * 63] * 3) + "." + "b" * 60)
     questions, slots = mx.host_questions([long_host], 25)

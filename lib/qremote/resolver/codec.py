@@ -284,11 +284,11 @@ def records_for(name, rdtype, records):
     return [value for who, kind, value in records if kind == rdtype and who == owner]
 
 
-def fresh_ids(count, entropy=os.urandom):
-    """count distinct random 16-bit query ids."""
+def fresh_ids(count, entropy=os.urandom, taken=()):
+    """count distinct random 16-bit query ids, none of them in taken."""
     ids = []
     while len(ids) < count:
         ident = int.from_bytes(entropy(2), "big")
-        if ident not in ids:
+        if ident not in ids and ident not in taken:
             ids.append(ident)
     return ids

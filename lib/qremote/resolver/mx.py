@@ -226,11 +226,12 @@ def answer_lines(questions, results):
 
 # --- the API -------------------------------------------------------------------------------
 
-def host_questions(names, tlsa_port=None, first=0):
-    """Stage 2's Questions for names: A, AAAA and (with tlsa_port) TLSA of each, distinct ids;
-    and per name the indexes of its (A, AAAA, TLSA or None) answers, counted from first
-    (the number of questions of the stages before, on the same Stage)."""
-    ids = fresh_ids(3 * len(names))
+def host_questions(names, tlsa_port=None, first=0, taken=()):
+    """Stage 2's Questions for names: A, AAAA and (with tlsa_port) TLSA of each, distinct ids
+    (none in taken: the ids of queries still in flight on the same Stage); and per name the
+    indexes of its (A, AAAA, TLSA or None) answers, counted from first (the number of
+    questions of the stages before, on the same Stage)."""
+    ids = fresh_ids(3 * len(names), taken=taken)
     questions, slots = [], []
     for name in names:
         a, aaaa = len(questions), len(questions) + 1
@@ -260,7 +261,7 @@ def names_stage(names, port, ask_tlsa, stage, deadline):
     """Run stage 2 for names on stage (a Stage, maybe with queries of stage 1 still in flight:
     they go on, never waited for): ({name: ((A, AAAA) Results, Dane or None (DANE off))},
     [Result of every question of the Stage])."""
-    questions, slots = host_questions(names, port if ask_tlsa else None, len(stage.queries))
+    questions, slots = host_questions(names, port if ask_tlsa else None, len(stage.queries), stage.by_ident)
     results = stage.then(questions, deadline, addresses_done(slots)).run()
     found = {}
     for name, (a, aaaa, tlsa) in zip(names, slots):
