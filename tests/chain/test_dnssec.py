@@ -49,14 +49,13 @@ def lab(tmp_path_factory, certs):
         lab.servfail_tlsa("lame.secure.test")
         implicit = lab.zone("implicit.test")  # no MX: the host itself, and its TLSA
         implicit.add("@", "A", "127.0.0.70").add("_25._tcp", "TLSA", "3 1 1 " + certs["ee"])
-        plain = lab.zone("plain.test", signed=False)
-        plain.add("@", "MX", "10 mx").add("mx", "A", "127.0.0.71")
-        plain.add("_25._tcp.mx", "TLSA", "3 1 1 " + certs["ee"])
+        lab.mail_domain("plain.test", "127.0.0.71", ["3 1 1 " + certs["ee"]], signed=False)
         mixed = lab.zone("mixed.test")  # a secure MX answer naming a host in an insecure zone
         mixed.add("@", "MX", "10 mx.plain.test.")
         for kind in ("expired", "wrong-key"):
-            bogus = lab.zone("%s.test" % kind, bogus=kind)
-            bogus.add("@", "MX", "10 mx").add("mx", "A", "127.0.0.72")
+            lab.mail_domain("%s.test" % kind, "127.0.0.72", bogus=kind)
+        lab.mail_domain("mismatch.test", "127.0.0.73", ["3 1 1 " + "00" * 32])
+        lab.mail_domain("v6.test", "::1", ["3 0 2 " + "cd" * 64], mx="smtp")
         lab.start()
         yield lab
 
@@ -129,6 +128,16 @@ def test_bogus_zone_soft_fails_the_mx_lookup(lab, domain):
     with pytest.raises(failures.DnsSoft) as caught:
         mx.mx_lookup(domain.encode(), 10, servers(lab.resolver), sts=True)
     assert caught.value.letter == failures.Z
+
+
+def test_mail_domain_helper_cases(lab):
+    # what the lab's one-line cases give: a mismatching record is still "secure" here (TLS
+    # finds the mismatch), an AAAA host, selector 0 with SHA-512
+    mismatch = mx.mx_lookup(b"mismatch.test", 10, servers(lab.resolver))
+    assert mismatch.dane[b"mx.mismatch.test"].records == [(3, 1, 1, bytes(32))]
+    v6 = mx.mx_lookup(b"v6.test", 10, servers(lab.resolver))
+    assert [t.ip for t in v6.targets] == ["::1"]
+    assert v6.dane[b"smtp.v6.test"] == mx.Dane("secure", [(3, 0, 2, b"\xcd" * 64)], b"smtp.v6.test")
 
 
 def test_dane_off_asks_no_tlsa_and_says_none(lab):

@@ -18,6 +18,18 @@ and the test skips.
         env DNSCACHEIP=lab.resolver                   # "127.0.54.2@53": the validating resolver
         lab.start()                                   # again after adding: a restart, cache empty
 
+For the DANE chain tests, one line per case (SMTP servers on 127.0.0.x:25; ee/ta the
+tlsa_data of the server's certificate (3 1 1) or of its CA (2 0 1)):
+        lab.mail_domain("ee.test", "127.0.0.31", ["3 1 1 " + ee])       # DANE-EE match
+        lab.mail_domain("ta.test", "127.0.0.32", ["2 0 1 " + ta])       # DANE-TA, chain to the CA
+        lab.mail_domain("mismatch.test", "127.0.0.33", ["3 1 1 " + "00" * 32])
+        lab.mail_domain("notls.test", "127.0.0.34", ["3 1 1 " + ee])    # server without STARTTLS
+        lab.mail_domain("notlsa.test", "127.0.0.35")                    # secure, no TLSA: "none"
+        lab.mail_domain("plain.test", "127.0.0.36", ["3 1 1 " + ee], signed=False)  # "insecure"
+        lab.mail_domain("bogus.test", "127.0.0.37", bogus="expired")    # MX SERVFAIL: Z
+        lab.mail_domain("lame.test", "127.0.0.38")
+        lab.servfail_tlsa("mx.lame.test")                               # TLSA SERVFAIL: "failed"
+
 Zones live under "test."; a zone's parent is the longest other lab zone it is under ("test."
 for the rest), and gets its NS (ns.test., 127.0.54.1 by default) and, for a signed zone, its
 DS. Keys are ECDSAP256SHA256 (a KSK and a ZSK per zone), made once per lab. Kinds:
@@ -135,6 +147,17 @@ class DnssecLab:
                 raise ValueError("lab zones live under %s." % LAB_ROOT)
             self.zones[key] = Zone(self, key, signed, bogus)
         return self.zones[key]
+
+    def mail_domain(self, domain, ip, tlsa=(), mx="mx", port=25, signed=True, bogus=None):
+        """A zone domain whose one MX host <mx>.<domain> has address ip (A, or AAAA when it holds
+        a colon) and the TLSA records tlsa ("U S M HEX" texts) at _PORT._tcp.<mx>.<domain>;
+        returns the Zone, for more records."""
+        zone = self.zone(domain, signed=signed, bogus=bogus)
+        zone.add("@", "MX", "10 " + mx)
+        zone.add(mx, "AAAA" if ":" in ip else "A", ip)
+        if tlsa:
+            zone.add("_%d._tcp.%s" % (port, mx), "TLSA", *tlsa)
+        return zone
 
     def servfail_tlsa(self, host, port=25):
         """Make _PORT._tcp.<host> SERVFAIL (a bogus "_tcp.<host>" subzone holding a TLSA record)."""
