@@ -154,7 +154,7 @@ class Stage:
     def __init__(self, questions, servers, deadline, clock=time.monotonic, enough=None):
         self.queries = [_Query(q) for q in questions]
         # enough([Result or None per question]) -> True when the stage may end with queries
-        # still pending (optional ones: they end SOFT); None: wait for every query
+        # still pending (optional ones: they read as SOFT); None: wait for every query
         self.enough = enough
         self.by_ident = {query.question.ident: query for query in self.queries}
         self.servers = servers
