@@ -30,6 +30,13 @@ of its own work, each figure the median of --runs, all against the stub with no 
   - the lookup alone, warm, in this process (thread CPU time: the stub's threads are not
     counted).
 
+Then DANE and MTA-STS (issues 11 and 13): the stub plays a validating resolver (AD on every
+answer) and holds a TLSA record per MX host and an _mta-sts TXT; the lookup qmail-remote
+makes today (mx_targets: MX, then A + AAAA) beside mx_lookup(dane=True, sts=True) (MX +
+TXT, then A + AAAA + TLSA of each host): the queries, the round trips the stub saw (its
+event log), the lookup's wall time with every answer held back by --delay, and its CPU
+in a fresh process (imports included) and warm in this process.
+
 MX targets are reached on port 25, so the delivery figures need root (without it, they
 are skipped and only the lookup figures are printed).
 """
@@ -50,7 +57,7 @@ sys.path.insert(0, os.path.join(TOP, "lib"))
 
 from qremote.resolver import exchange, mx  # noqa: E402
 from tests.bench import common  # noqa: E402
-from tests.support.dnsserver import DNSServer  # noqa: E402
+from tests.support.dnsserver import DNSServer, round_trips  # noqa: E402
 
 DOMAIN = "example.test"
 IDN_DOMAIN = "b\u00fccher.test"   # looked up as xn--bcher-kva.test
@@ -129,6 +136,57 @@ from qremote import resolver
 targets = resolver.mx_targets(sys.argv[1].encode(), 0)
 print(len(targets), "targets, idna", "yes" if "idna" in sys.modules else "no", end="")
 """
+
+
+LOOKUP_DANE = FLOOR + """
+from qremote import resolver
+found = resolver.mx_lookup(sys.argv[1].encode(), 0, dane=True, sts=True)
+print(len(found.targets), "targets,", sorted({d.state for d in found.dane.values()}), "sts", found.sts, end="")
+"""
+
+
+def dane_figures(bindir, interpreter, dns_server, runs, delay):
+    """Print today's lookup beside mx_lookup(dane=True, sts=True) (see the module's docstring)."""
+    dns_server.ad = True
+    servers = exchange.nameservers({"DNSCACHEIP": dns_server.address()})
+    ways = [("today: mx_targets (MX, then A + AAAA)             ", lambda: mx.mx_targets(DOMAIN.encode(), 0, servers)),
+            ("mx_lookup(dane=True, sts=True) (+ TXT, + TLSA)    ",
+             lambda: mx.mx_lookup(DOMAIN.encode(), 0, servers, dane=True, sts=True))]
+    print("DANE + MTA-STS lookups, %s, 3 MX x (A + AAAA + TLSA), stub validating (AD), %d runs each:" % (DOMAIN, runs))
+    for label, lookup in ways:
+        dns_server.delay = delay
+        del dns_server.queries[:]
+        walls, trips = [], 0
+        for _ in range(runs):
+            dns_server.events.clear()
+            start = time.monotonic()
+            lookup()
+            walls.append(time.monotonic() - start)
+            time.sleep(delay)  # let late answers (a TXT nobody waited for) reach the log
+            trips = max(trips, round_trips(dns_server.events))
+        queries = len(dns_server.queries) // runs
+        dns_server.delay = 0.0
+        lookup()  # imports done before timing
+        cpus = []
+        for _ in range(runs):
+            start = time.thread_time()
+            lookup()
+            cpus.append(time.thread_time() - start)
+        print("  %s %d queries, %d round trips, +%3.0f ms/answer: %6.1f ms wall; warm CPU %5.2f ms" % (
+            label, queries, trips, delay * 1000, statistics.median(walls) * 1000, statistics.median(cpus) * 1000))
+    libdir = library_dir(bindir)
+    env = {"PATH": "/usr/bin:/bin", "DNSCACHEIP": dns_server.address()}
+    launcher = common.Launcher(interpreter)
+    try:
+        floor, _ = median_cpu(launcher, [interpreter, "-I", "-S", "-c", FLOOR % libdir], env, os.devnull, runs)
+        for label, script in (("today: mx_targets            ", LOOKUP), ("mx_lookup(dane=True, sts=True)", LOOKUP_DANE)):
+            cpu, output = median_cpu(launcher, [interpreter, "-I", "-S", "-c", script % libdir, DOMAIN], env,
+                                     os.devnull, runs)
+            print("  %s in a fresh process, imports included %6.1f ms CPU  (%s)" % (
+                label, (cpu - floor) * 1000, output.decode("utf-8", "replace")))
+    finally:
+        launcher.close()
+        dns_server.ad = False
 
 
 def library_dir(bindir):
@@ -211,8 +269,12 @@ def main():
         for n in (2, 3):
             dns_server.add("mx%d.%s" % (n, DOMAIN), "A", "192.0.2.%d" % n)
             dns_server.add("mx%d.%s" % (n, DOMAIN), "AAAA", "2001:db8::%d" % n)
+        for n in (1, 2, 3):  # asked only by mx_lookup(dane=True, sts=True)
+            dns_server.add("_25._tcp.mx%d.%s" % (n, DOMAIN), "TLSA", "3 1 1 " + "ab" * 32)
+        dns_server.add("_mta-sts." + DOMAIN, "TXT", '"v=STSv1; id=20261207;"')
         if not root:
             cpu_figures(bindir, interpreter, dns_server, message, args.runs, None)
+            dane_figures(bindir, interpreter, dns_server, args.runs, args.delay)
             dns_server.stop()
             return
         GREETER = Greeter()
@@ -244,6 +306,7 @@ def main():
         print("  the lookup alone (in process), +%3.0f ms/answer      %7.1f ms = %.2f round trips" % (
             args.delay * 1000, lookup * 1000, lookup / args.delay))
         cpu_figures(bindir, interpreter, dns_server, message, args.runs, (home,))
+        dane_figures(bindir, interpreter, dns_server, args.runs, args.delay)
         dns_server.stop()
         GREETER.stop()
     finally:

@@ -6,6 +6,7 @@ benchmarks, built on dnspython's wire code (dns.message: fine in tests, never in
     server.add("a.mx.test", "A", "127.0.0.2")
     server.behave("b.mx.test", "servfail")    # or "silent", "truncate", "refused", "garbage"
     server.delay = 0.1                        # every answer waits 100 ms (concurrently)
+    server.late["b.mx.test"] = 0.3            # but b.mx.test's wait 300 ms
     env DNSCACHEIP=server.address()           # "127.0.0.1@PORT"
 
 It answers like a recursive resolver would for its own data: a name it has no
@@ -18,7 +19,10 @@ connection that is accepted but never answered), "garbage" (a well-addressed ans
 whose records cannot be parsed), "wrong-id" (an answer with another id, then the real
 one), "servfail-bare", "refused-bare", "formerr-bare", "notimp-bare" (that rcode with
 the right id but no question section, as some servers send). CNAME chains in the data
-are followed up to 64 links. Every query is logged in `queries` as
+are followed up to 64 links. `server.ad = True` makes it a "validating resolver": every
+answer (NOERROR or NXDOMAIN) carries the AD bit, except for names/types given behaviour
+"no-ad" (an insecure zone); never a real validation (tests/support/dnssec.py is).
+Every query is logged in `queries` as
 (name lowercased without the final dot, type text, "udp" or "tcp"); `events` logs
 ("query", name, type) on arrival and ("answer", name, type) when the answer goes
 out, in order: it shows which queries were in flight together.
@@ -40,6 +44,20 @@ import dns.rrset
 from tests.support.net import Stoppable, accept_each, close_quietly
 
 
+def round_trips(events):
+    """The longest chain of round trips in an event log: a query sent after answers went out
+    is one deeper than the deepest of them (a late answer to a query nobody waited for, such
+    as an optional one, adds nothing)."""
+    depth, latest, deepest = {}, 0, 0
+    for kind, name, rdtype in events:
+        if kind == "query":
+            depth.setdefault((name, rdtype), latest + 1)
+            deepest = max(deepest, depth[(name, rdtype)])
+        else:
+            latest = max(latest, depth.get((name, rdtype), 0))
+    return deepest
+
+
 BARE_ERRORS = {"servfail-bare": dns.rcode.SERVFAIL, "refused-bare": dns.rcode.REFUSED,
                "formerr-bare": dns.rcode.FORMERR, "notimp-bare": dns.rcode.NOTIMP}
 
@@ -52,6 +70,8 @@ class DNSServer(Stoppable):
     def __init__(self, host="127.0.0.1", delay=0.0):
         self.host = host
         self.delay = delay
+        self.ad = False      # set AD on answers: a validating resolver's "secure"
+        self.late = {}       # name -> seconds its answers wait instead of delay
         self.records = {}    # name -> {type text: [rdata text]}
         self.behaviours = {}  # (name, type text or None) -> behaviour
         self.queries = []
@@ -120,6 +140,8 @@ class DNSServer(Stoppable):
         behaviour = self._behaviour(name, rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
+        if self.ad and behaviour != "no-ad":
+            response.flags |= dns.flags.AD
         if behaviour == "silent" or (behaviour == "truncate-stall" and proto == "tcp"):
             return []
         packets = self._packets(query, question, name, rdtype, behaviour, proto, response)
@@ -175,8 +197,9 @@ class DNSServer(Stoppable):
     # --- the sockets ---
     def _later(self, send, packets):
         def go():
-            if self.delay:
-                time.sleep(self.delay)
+            wait = self.late.get(packets[0][1], self.delay)
+            if wait:
+                time.sleep(wait)
             for packet, name, rdtype in packets:
                 with self.lock:
                     self.events.append(("answer", name, rdtype))

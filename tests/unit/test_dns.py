@@ -100,7 +100,8 @@ def response_to(q, rcode=dns.rcode.NOERROR, answers=(), tc=False):
 def test_question_wire_is_a_standard_recursive_query():
     q = question()
     parsed = dns.message.from_wire(q.wire)
-    assert parsed.id == 0x1234 and parsed.flags == dns.flags.RD and not parsed.edns >= 0
+    # RD, and AD: asks the resolver to say whether it validated the answer (RFC 6840 5.7)
+    assert parsed.id == 0x1234 and parsed.flags == dns.flags.RD | dns.flags.AD and not parsed.edns >= 0
     assert (parsed.question[0].name, parsed.question[0].rdtype) == (D("mx.test"), dns.rdatatype.MX)
 
 
@@ -546,7 +547,8 @@ def test_any_answer_body_parses_or_is_malformed(body, count, rcode):
         return
     assert answer.rcode == rcode
     for owner, rdtype, value in answer.records:
-        assert rdtype in (codec.TYPE_A, codec.TYPE_AAAA, codec.TYPE_CNAME, codec.TYPE_MX)
+        assert rdtype in (codec.TYPE_A, codec.TYPE_AAAA, codec.TYPE_CNAME, codec.TYPE_MX, codec.TYPE_TLSA,
+                          codec.TYPE_TXT)
 
 
 @settings(max_examples=300, deadline=None)

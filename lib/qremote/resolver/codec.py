@@ -15,8 +15,11 @@ MAX_LABEL = 63
 MAX_NAME = 255        # octets of a name in wire form, the final zero included
 MAX_POINTERS = 16     # compression pointers followed in one name
 
-TYPE_A, TYPE_CNAME, TYPE_MX, TYPE_AAAA = 1, 5, 15, 28
+TYPE_A, TYPE_CNAME, TYPE_MX, TYPE_TXT, TYPE_AAAA, TYPE_TLSA = 1, 5, 15, 16, 28, 52
+TYPE_NAMES = {TYPE_A: "A", TYPE_CNAME: "CNAME", TYPE_MX: "MX", TYPE_TXT: "TXT", TYPE_AAAA: "AAAA", TYPE_TLSA: "TLSA"}
+KEPT_TYPES = frozenset(TYPE_NAMES)
 CLASS_IN = 1
+FLAG_AD = 0x20        # in the header's fourth octet: the resolver validated the answer (DNSSEC)
 RCODE_NOERROR, RCODE_NXDOMAIN = 0, 3
 ERROR_RCODES = (1, 2, 4, 5)  # FORMERR, SERVFAIL, NOTIMP, REFUSED: the server failed the query
 
@@ -131,16 +134,18 @@ def name_from_wire(packet, at):
 
 
 class Answer:
-    """A parsed answer: rcode, TC flag, and the answer records as (owner, type, value).
+    """A parsed answer: rcode, TC flag, AD flag, and the answer records as (owner, type, value).
 
     value: the address text for A/AAAA, the target Name for CNAME, (preference,
-    exchange Name) for MX. Records of other types or classes are not kept.
+    exchange Name) for MX, (usage, selector, matching type, data bytes) for TLSA, one
+    bytes value for TXT (its character-strings joined). Records of other types or
+    classes are not kept.
     """
 
-    __slots__ = ("rcode", "truncated", "records")
+    __slots__ = ("rcode", "truncated", "ad", "records")
 
-    def __init__(self, rcode, truncated, records):
-        self.rcode, self.truncated, self.records = rcode, truncated, records
+    def __init__(self, rcode, truncated, records, ad=False):
+        self.rcode, self.truncated, self.records, self.ad = rcode, truncated, records, ad
 
 
 class Question:
@@ -151,8 +156,9 @@ class Question:
     def __init__(self, name, rdtype, ident):
         self.name, self.rdtype, self.ident = name, rdtype, ident
         self.section = name.wire + rdtype.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big")
-        # id, flags RD (recursion desired), 1 question, no other records
-        self.wire = ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + self.section
+        # id, flags RD (recursion desired) and AD (tell us whether you validated it: RFC 6840
+        # section 5.7, without EDNS's DO bit), 1 question, no other records
+        self.wire = ident.to_bytes(2, "big") + b"\x01\x20\x00\x01\x00\x00\x00\x00\x00\x00" + self.section
 
     def __repr__(self):
         return "Question(%r, %d, %d)" % (self.name, self.rdtype, self.ident)
@@ -177,9 +183,10 @@ class Question:
         """The Answer in packet (which matches()); Malformed when it cannot be parsed."""
         rcode = packet[3] & 0x0F
         truncated = bool(packet[2] & 0x02)
+        ad = bool(packet[3] & FLAG_AD)
         records = []
         if rcode != RCODE_NOERROR or truncated:
-            return Answer(rcode, truncated, records)
+            return Answer(rcode, truncated, records, ad)
         count = min(int.from_bytes(packet[6:8], "big"), MAX_RECORDS)
         at = 12 + len(self.section)
         for _ in range(count):
@@ -193,9 +200,9 @@ class Question:
             at = start + int.from_bytes(packet[at + 8:at + 10], "big")
             if at > len(packet):
                 raise Malformed("record data cut short")
-            if rdclass == CLASS_IN and rdtype in (TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX):
+            if rdclass == CLASS_IN and rdtype in KEPT_TYPES:
                 records.append((owner, rdtype, _rdata(packet, rdtype, start, at)))
-        return Answer(rcode, truncated, records)
+        return Answer(rcode, truncated, records, ad)
 
 
 def _rdata(packet, rdtype, start, end):
@@ -209,12 +216,45 @@ def _rdata(packet, rdtype, start, end):
         if start + used != end:
             raise Malformed("CNAME data length")
         return target
+    if rdtype == TYPE_TLSA:
+        if end - start < 3:  # usage, selector, matching type (empty data: unusable, not malformed)
+            raise Malformed("TLSA data length")
+        return packet[start], packet[start + 1], packet[start + 2], packet[start + 3:end]
+    if rdtype == TYPE_TXT:
+        return _txt(packet, start, end)
     if end - start < 3:
         raise Malformed("MX data length")
     exchange, used = name_from_wire(packet, start + 2)
     if start + 2 + used != end:
         raise Malformed("MX data length")
     return int.from_bytes(packet[start:start + 2], "big"), exchange
+
+
+def _txt(packet, start, end):
+    """A TXT record's character-strings (one or more, each length-prefixed), joined."""
+    if start == end:
+        raise Malformed("TXT data empty")
+    strings = []
+    while start < end:
+        stop = start + 1 + packet[start]
+        if stop > end:
+            raise Malformed("TXT string cut short")
+        strings.append(packet[start + 1:stop])
+        start = stop
+    return b"".join(strings)
+
+
+def record_text(rdtype, value):
+    """A record's value as text for the trace (str): presentation format, data in hex."""
+    if rdtype in (TYPE_A, TYPE_AAAA):
+        return value
+    if rdtype == TYPE_CNAME:
+        return value.text().decode("ascii", "backslashreplace") + "."
+    if rdtype == TYPE_MX:
+        return "%d %s." % (value[0], value[1].text().decode("ascii", "backslashreplace").rstrip("."))
+    if rdtype == TYPE_TLSA:
+        return "%d %d %d %s" % (value[0], value[1], value[2], value[3].hex())
+    return value.decode("ascii", "backslashreplace")
 
 
 def _alias_of(name, records):
@@ -244,11 +284,11 @@ def records_for(name, rdtype, records):
     return [value for who, kind, value in records if kind == rdtype and who == owner]
 
 
-def fresh_ids(count, entropy=os.urandom):
-    """count distinct random 16-bit query ids."""
+def fresh_ids(count, entropy=os.urandom, taken=()):
+    """count distinct random 16-bit query ids, none of them in taken."""
     ids = []
     while len(ids) < count:
         ident = int.from_bytes(entropy(2), "big")
-        if ident not in ids:
+        if ident not in ids and ident not in taken:
             ids.append(ident)
     return ids

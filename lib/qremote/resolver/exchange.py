@@ -105,15 +105,16 @@ def nameservers(environ=None, resolv_conf=RESOLV_CONF):
 # --- the exchange: every query of a stage at once --------------------------------------------
 
 class Result:
-    """How one query ended: OK (records, maybe none), NXDOMAIN or SOFT."""
+    """How one query ended: OK (records, maybe none), NXDOMAIN or SOFT; ad: the answer's AD bit
+    (the resolver validated it with DNSSEC; never set on SOFT)."""
 
-    __slots__ = ("status", "records")
+    __slots__ = ("status", "records", "ad")
 
-    def __init__(self, status, records=()):
-        self.status, self.records = status, records
+    def __init__(self, status, records=(), ad=False):
+        self.status, self.records, self.ad = status, records, ad
 
     def __repr__(self):
-        return "Result(%r, %r)" % (self.status, self.records)
+        return "Result(%r, %r, ad=%r)" % (self.status, self.records, self.ad)
 
 
 class _Query:
@@ -150,8 +151,11 @@ class Stage:
     socket closed and its fd number reused within one batch of events is safe.
     """
 
-    def __init__(self, questions, servers, deadline, clock=time.monotonic):
+    def __init__(self, questions, servers, deadline, clock=time.monotonic, enough=None):
         self.queries = [_Query(q) for q in questions]
+        # enough([Result or None per question]) -> True when the stage may end with queries
+        # still pending (optional ones: they read as SOFT); None: wait for every query
+        self.enough = enough
         self.by_ident = {query.question.ident: query for query in self.queries}
         self.servers = servers
         self.clock = clock
@@ -161,13 +165,27 @@ class Stage:
         self.owners = {}    # fd -> ("udp", server index) or ("tcp", query): identity matters
         self.poller = select.poll()
 
-    def run(self):
-        """[Result] in the order of the questions."""
+    def then(self, questions, deadline, enough=None):
+        """The next stage on the same sockets: these questions are added, and the ones still in
+        flight (optional ones that enough() did not wait for) go on, unanswered so far."""
+        for question in questions:
+            query = _Query(question)
+            self.queries.append(query)
+            self.by_ident[question.ident] = query
+        self.deadline, self.enough = deadline, enough
+        return self
+
+    def run(self, last=True):
+        """[Result] in the order of the questions (all of them, earlier stages' too). A query
+        enough() did not wait for reads as SOFT, and with last=False stays in flight, with the
+        sockets open, for then(); close() ends it."""
         try:
             while True:
                 now = self.clock()
                 pending = [q for q in self.queries if q.result is None]
                 if not pending:
+                    break
+                if self.enough is not None and self.enough([q.result for q in self.queries]):
                     break
                 if now >= self.deadline:
                     for query in pending:
@@ -189,9 +207,10 @@ class Stage:
                         self._udp_ready(owner[1])
                     elif owner[1].result is None:
                         self._tcp_ready(owner[1], events)
-            return [query.result for query in self.queries]
+            return [query.result or Result(SOFT) for query in self.queries]
         finally:
-            self._close_all()
+            if last:
+                self.close()
 
     def _own(self, sock, kind, key, events):
         fd = sock.fileno()
@@ -291,9 +310,9 @@ class Stage:
                 if query.tcp is None:
                     self._start_tcp(query, index)
         elif answer.rcode == RCODE_NOERROR:
-            self._finish(query, Result(OK, answer.records))
+            self._finish(query, Result(OK, answer.records, answer.ad))
         elif answer.rcode == RCODE_NXDOMAIN:
-            self._finish(query, Result(NXDOMAIN))
+            self._finish(query, Result(NXDOMAIN, (), answer.ad))
         else:
             self._server_failed(query, index)
 
@@ -381,12 +400,14 @@ class Stage:
                 pass
         sock.close()
 
-    def _close_all(self):
+    def close(self):
         for sock in self.udp.values():
             sock.close()
+        self.udp.clear()
         for query in self.queries:
             if query.tcp is not None:
                 query.tcp.close()
+                query.tcp = None
 
 
 class Deadlines:
