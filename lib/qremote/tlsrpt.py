@@ -328,7 +328,9 @@ def destination(uri):
             return None, "mailto: %r is not one mail address" % address[:80]
         return "mailto", address.decode()
     if scheme == b"https":
-        if not rest.startswith(b"//") or b"@" in rest.partition(b"/")[2].partition(b"/")[0]:
+        authority = rest[2:].split(b"/")[0].split(b"?")[0].split(b"#")[0]
+        host, _, port = authority.rpartition(b":") if authority.rpartition(b":")[2].isdigit() else (authority, b"", b"")
+        if not rest.startswith(b"//") or b"@" in authority or not host or (port and not 0 < int(port) < 65536):
             return None, "https: %r has no host, or holds a user" % uri[:80]
         return "https", uri.decode()
     return None, "%r: only mailto: and https: are delivered" % uri[:80]
