@@ -295,12 +295,12 @@ def parse_record(record):
         if field.startswith(b"rua="):
             for uri in _URI_SPLIT.split(field[4:]):
                 if not _URI.match(uri) or _PERCENT.sub(b"", uri).count(b"%"):
-                    raise BadRecord("rua holds %r, not a URI" % uri[:80])
+                    raise BadRecord("rua holds %s, not a URI" % _show(uri[:80]))
                 uris.append(uri)
             continue
         name, equals, value = field.partition(b"=")
         if not equals or not _EXT_NAME.match(name) or not _EXT_VALUE.match(value):
-            raise BadRecord("%r is not a field" % field[:80])
+            raise BadRecord("%s is not a field" % _show(field[:80]))
     if not uris:
         raise BadRecord("no rua")
     return uris
@@ -310,7 +310,12 @@ def _unquote(text):
     return _PERCENT.sub(lambda m: bytes([int(m.group()[1:], 16)]), text)
 
 
-_ADDRESS = re.compile(rb"[!#-'*+/-9=?A-Z^-~.]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
+_ADDRESS = re.compile(rb"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]{1,64}@[A-Za-z0-9.-]{1,253}\Z")  # RFC 5322 atext
+
+
+def _show(data):
+    """Bytes from DNS in a message: quoted, control bytes escaped."""
+    return repr(data.decode("latin-1"))
 
 
 def destination(uri):
@@ -320,20 +325,20 @@ def destination(uri):
     if scheme == b"mailto":
         address = _unquote(rest.partition(b"?")[0])  # hfields (?subject=...) are not ours to set
         if not _ADDRESS.match(address) or address.startswith(b".") or b".." in address:
-            return None, "mailto: %r is not one mail address" % address[:80]
+            return None, "mailto: %s is not one mail address" % _show(address[:80])
         local, _, host = address.rpartition(b"@")
         try:
             domain_name(host.decode())
         except Malformed:
-            return None, "mailto: %r is not one mail address" % address[:80]
+            return None, "mailto: %s is not one mail address" % _show(address[:80])
         return "mailto", address.decode()
     if scheme == b"https":
         authority = rest[2:].split(b"/")[0].split(b"?")[0].split(b"#")[0]
         host, _, port = authority.rpartition(b":") if authority.rpartition(b":")[2].isdigit() else (authority, b"", b"")
         if not rest.startswith(b"//") or b"@" in authority or not host or (port and not 0 < int(port) < 65536):
-            return None, "https: %r has no host, or holds a user" % uri[:80]
+            return None, "%s has no host, or holds a user" % _show(uri[:80])
         return "https", uri.decode()
-    return None, "%r: only mailto: and https: are delivered" % uri[:80]
+    return None, "%s: only mailto: and https: are delivered" % _show(uri[:80])
 
 
 # --- the mail (RFC 8460 section 5.3) --------------------------------------------------------

@@ -155,6 +155,7 @@ def test_exactly_one_record_counts():
 
 @pytest.mark.parametrize("uri, expected", [
     (b"mailto:tlsrpt@example.com", ("mailto", "tlsrpt@example.com")),
+    (b"mailto:tls-reports_1.x@mail-in.example.com", ("mailto", "tls-reports_1.x@mail-in.example.com")),
     (b"MAILTO:tlsrpt@example.com?subject=x", ("mailto", "tlsrpt@example.com")),
     (b"mailto:tls%2Brpt@example.com", ("mailto", "tls+rpt@example.com")),
     (b"https://reports.example.com:8443/tlsrpt?x=1", ("https", "https://reports.example.com:8443/tlsrpt?x=1")),

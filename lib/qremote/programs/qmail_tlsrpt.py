@@ -238,7 +238,11 @@ def report(args, run):
     reports = tlsrpt.build_reports(sessions, day, organization, contact, submitter)
     if not reports:
         say("no TLS sessions to report for %s" % day.isoformat())
-    dns_resolver = resolver(args.timeout) if args.send and reports else None
+    try:
+        dns_resolver = resolver(args.timeout) if args.send and reports else None
+    except ValueError:
+        run.problem("$DNSCACHEIP holds %r, not IP addresses (or ip@port)" % os.environ.get("DNSCACHEIP", "")[:80])
+        return 111
     now = datetime.datetime.now(datetime.timezone.utc)
     for domain, body in reports.items():
         unique = body["report-id"]
@@ -259,7 +263,10 @@ def report(args, run):
             continue
         destinations = rua_of(dns_resolver, domain)
         if isinstance(destinations, str):
-            say("%s: not sent: %s" % (domain, destinations))
+            if destinations.startswith("lookup"):  # temporary: the admin runs it again
+                run.problem("%s: not sent: %s" % (domain, destinations))
+            else:
+                say("%s: not sent: %s" % (domain, destinations))
             continue
         for scheme, where in destinations:
             if scheme is None:
