@@ -358,6 +358,8 @@ def mail(gz, name, domain, submitter, unique, sender, recipient, date, message_i
     message["TLS-Report-Domain"] = domain
     message["TLS-Report-Submitter"] = submitter
     message["Auto-Submitted"] = "auto-generated"
+    # RFC 8460 5.3: reports go out despite TLS failures; RFC 8689 says so to MTAs that heed it
+    message["TLS-Required"] = "No"
     message.set_content("This is an aggregate TLS report (RFC 8460) from %s for %s.\n" % (submitter, domain))
     message.add_attachment(gz, maintype="application", subtype="tlsrpt+gzip", filename=name)
     message.set_type("multipart/report")

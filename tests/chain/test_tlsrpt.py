@@ -2,6 +2,7 @@
 by a real DNS stub ($DNSCACHEIP): mailto: through a fake qmail-inject that keeps what it
 is given, https: by POST to a real loopback HTTPS server with a test CA."""
 
+import datetime
 import email
 import email.policy
 import gzip
@@ -68,6 +69,29 @@ def test_without_out_or_send_prints_the_reports(traced):
     status, stdout, _ = tlsrpt(traced, "--org", "Example Org", "--contact", "tls@me.example", *DAY)
     assert status == 0
     assert stdout.count('"organization-name": "Example Org"') == 3 and '"contact-info": "tls@me.example"' in stdout
+
+
+def test_default_day_is_yesterday_utc(home):
+    yesterday = datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)
+    directory = os.path.join(home.path, "trace")
+    os.makedirs(directory)
+    with open(os.path.join(directory, yesterday.isoformat() + ".jsonl"), "w") as out:
+        out.write(trace.line(yesterday.isoformat() + "T12:00:00Z", "yesterday.test",
+                             [trace.ok("mx.yesterday.test", "192.0.2.9")]) + "\n")
+    home.control("tracedir", directory + "\n")
+    status, stdout, stderr = tlsrpt(home)
+    assert (status, stderr) == (0, "") and "yesterday.test: 1 successful, 0 failed sessions" in stdout
+
+
+def test_a_linked_trace_file_is_not_followed(home, tmp_path):
+    directory = tmp_path / "trace"
+    directory.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(trace.line("2026-12-06T12:00:00Z", "linked.test", [trace.ok("mx.linked.test", "192.0.2.9")]))
+    os.symlink(elsewhere, directory / "2026-12-06.jsonl")
+    status, stdout, stderr = tlsrpt(home, "--tracedir", str(directory), *DAY)
+    assert status == 111 and "linked.test" not in stdout
+    assert "qmail-tlsrpt: unable to open %s/2026-12-06.jsonl: Too many levels of symbolic links" % directory in stderr
 
 
 def test_no_tracedir_is_said(home):

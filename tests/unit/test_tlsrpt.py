@@ -185,6 +185,7 @@ def test_mail_has_rfc_8460s_form(reports):
     assert message["Subject"] == "Report Domain: example.com Submitter: me.test Report-ID: <%s@me.test>" % \
         report["report-id"]
     assert message["TLS-Report-Domain"] == "example.com" and message["TLS-Report-Submitter"] == "me.test"
+    assert message["TLS-Required"] == "No" and message["Auto-Submitted"] == "auto-generated"
     assert message.get_content_type() == "multipart/report" and message.get_param("report-type") == "tlsrpt"
     parts = list(message.iter_parts())
     assert parts[0].get_content_type() == "text/plain"

@@ -197,6 +197,9 @@ def main(argv=None):
     except OSError as error:
         run.problem("%s: %s" % (getattr(error, "filename", "") or "", error.strerror or error))
         status = 111
+    except Exception as error:  # noqa: BLE001 - an admin tool says what broke, never a traceback
+        run.problem("internal error: %s: %s" % (type(error).__name__, str(error)[:200]))
+        status = 111
     sys.exit(status if status else (111 if run.problems else 0))
 
 
@@ -242,6 +245,9 @@ def report(args, run):
         dns_resolver = resolver(args.timeout) if args.send and reports else None
     except ValueError:
         run.problem("$DNSCACHEIP holds %r, not IP addresses (or ip@port)" % os.environ.get("DNSCACHEIP", "")[:80])
+        return 111
+    except Exception as error:  # noqa: BLE001 - dnspython's: no resolv.conf, no nameserver in it
+        run.problem("no resolver: %s" % (str(error)[:200] or type(error).__name__))
         return 111
     now = datetime.datetime.now(datetime.timezone.utc)
     for domain, body in reports.items():
