@@ -49,7 +49,7 @@ def test_out_writes_one_valid_report_per_domain(traced, tmp_path):
     status, stdout, stderr = tlsrpt(traced, "--out", str(out), *DAY)
     assert (status, stderr) == (0, "")
     assert "skipped %d malformed trace lines" % len(trace.MALFORMED) in stdout
-    assert "example.com: 4 successful, 4 failed sessions" in stdout
+    assert "example.com: 4 successful, 5 failed sessions" in stdout
     names = sorted(os.listdir(out))
     assert [n.split("!")[:4] for n in names] == [["me.example", d, "1796515200", "1796601599"]
                                                  for d in ("dane.test", "example.com", "plain.test")]
@@ -157,7 +157,8 @@ def test_send_by_mail_and_https(traced, dns, https, inject, pki, tmp_path):
     # two character-strings: joined without a space (RFC 8460 3)
     dns.add("_smtp._tls.example.com", "TXT", '"v=TLSRPTv1; rua=mailto:tls-reports@example.com," '
             '"https://localhost:%d/tlsrpt,http://insecure.example.com/"' % port, '"v=spf1 -all"')
-    dns.add("_smtp._tls.dane.test", "TXT", '"v=TLSRPTv1; rua=mailto:a@dane.test"', '"v=TLSRPTv1; rua=mailto:b@dane.test"')
+    dns.add("_smtp._tls.dane.test", "TXT", '"v=TLSRPTv1; rua=mailto:a@dane.test"',
+            '"v=TLSRPTv1; rua=mailto:b@dane.test"')
     dns.add("_smtp._tls.plain.test", "TXT", '"v=TLSRPTv1; rua=mailto:x@plain.test; bad key=1"')
     script, kept = inject
     out = tmp_path / "out"
@@ -193,7 +194,8 @@ def test_send_by_mail_and_https(traced, dns, https, inject, pki, tmp_path):
 
 def test_failures_are_said_and_exit_111(traced, dns, https, inject):
     port = https.server_address[1]
-    dns.add("_smtp._tls.example.com", "TXT", '"v=TLSRPTv1; rua=mailto:r@example.com,https://localhost:%d/tlsrpt"' % port)
+    dns.add("_smtp._tls.example.com", "TXT",
+            '"v=TLSRPTv1; rua=mailto:r@example.com,https://localhost:%d/tlsrpt"' % port)
     dns.add("_smtp._tls.dane.test", "TXT", '"v=TLSRPTv1; rua=https://localhost:%d/moved"' % port)
     dns.behave("_smtp._tls.plain.test", "servfail")
     script, kept = inject

@@ -50,6 +50,8 @@ DAY_LINES = [
                                                       local_ip="198.51.100.7")],
          tls=False, policy=sts(), letter="Z"),
     line("2026-12-06T04:00:00Z", "example.com", [bad(*MX1, "certificate-host-mismatch"), ok(*MX2)], policy=sts()),
+    # a handshake that failed verification: TLS facts in the trace, yet no successful session
+    line("2026-12-06T04:30:00Z", "example.com", [bad(*MX1, "certificate-not-trusted")], policy=sts(), letter="Z"),
     # the policy changed during the day: a second policy entry
     line("2026-12-06T05:00:00Z", "example.com", [ok(*MX1)],
          policy=dict(sts(STS_TESTING), mode="testing")),
@@ -67,8 +69,12 @@ DAY_LINES = [
          policy={"domain": "plain.test", "type": "no-policy-found", "decided_by": "tlsstrictness"}),
     # a cleartext delivery that nothing required to be TLS: neither success nor failure
     line("2026-12-06T09:30:00Z", "plain.test", [ok("mx.plain.test", "192.0.2.40")], tls=False),
+    # the writer may say per attempt whether it negotiated TLS: then the delivery's "tls" is not used
+    line("2026-12-06T09:40:00Z", "plain.test", [dict(ok("mx.plain.test", "192.0.2.40"), tls=True),
+                                                dict(ok("mx.plain.test", "192.0.2.40"), tls=False)]),
     # a failure word the report does not know: validation-failure, the word kept
-    line("2026-12-06T10:00:00Z", "plain.test", [bad("mx.plain.test", "192.0.2.40", "depth", result="tls failed: depth")],
+    line("2026-12-06T10:00:00Z", "plain.test",
+         [bad("mx.plain.test", "192.0.2.40", "depth", result="tls failed: depth")],
          tls=False),
     # a routed delivery: not with the domain's MX hosts, not reported
     line("2026-12-06T11:00:00Z", "routed.test", [ok("relay.test", "192.0.2.50")], route="smtproutes"),
@@ -96,12 +102,13 @@ MALFORMED = [
 # {(result-type, receiving-mx-hostname, receiving-ip): failed-session-count})
 EXPECTED = {
     "example.com": {
-        ("sts", tuple(STS)): (3, 4, {("certificate-host-mismatch", "mx1.example.com", "192.0.2.1"): 3,
+        ("sts", tuple(STS)): (3, 5, {("certificate-host-mismatch", "mx1.example.com", "192.0.2.1"): 3,
+                                     ("certificate-not-trusted", "mx1.example.com", "192.0.2.1"): 1,
                                      ("certificate-expired", "mx2.example.com", "2001:db8::2"): 1}),
         ("sts", tuple(STS_TESTING)): (1, 0, {}),
     },
     "dane.test": {("tlsa", tuple(TLSA)): (2, 1, {("tlsa-invalid", "mx.dane.test", "192.0.2.30"): 1})},
-    "plain.test": {("no-policy-found", ()): (1, 2, {("starttls-not-supported", "mx.plain.test", "192.0.2.40"): 1,
+    "plain.test": {("no-policy-found", ()): (2, 2, {("starttls-not-supported", "mx.plain.test", "192.0.2.40"): 1,
                                                     ("validation-failure", "mx.plain.test", "192.0.2.40"): 1})},
 }
 

@@ -99,7 +99,8 @@ def test_a_day_without_sessions_has_no_report(tmp_path):
 @pytest.mark.parametrize("hostile", [b"\xff\xfe", b"{" * 100000, b'{"v":1,"time":"2026-12-06T00:00:00+01:00Z"}',
                                      b'{"v":1,"time":"2026-12-06T00:00:00Z","route":7}',
                                      b'{"v":1,"time":"2026-12-06T00:00:00Z","host":"a.test","tls":[1]}',
-                                     b'{"v":1,"time":"2026-12-06T00:00:00Z","host":"a.test","attempts":[{"failure":3}]}',
+                                     b'{"v":1,"time":"2026-12-06T00:00:00Z","host":"a.test",'
+                                     b'"attempts":[{"failure":3}]}',
                                      b'{"v":1,"time":"2026-12-06T00:00:00Z","host":"a.test","policy":{"type":"sts",'
                                      b'"domain":"a.test","strings":"x"}}',
                                      b" " + b"x" * (tlsrpt.MAX_LINE + 1)])
