@@ -4,8 +4,8 @@ qmail-tlsrpt (programs/qmail_tlsrpt.py) does the reading, the DNS and the delive
 module only turns bytes and dicts into other bytes and dicts, so each rule is tested alone.
 
 The trace schema is doc/trace.html's (version 1). A line is used when it is a JSON object
-with "v" 1 and a "time"; the fields read are listed in TRACE_FIELDS (doc/tlsrpt.html maps
-them to the report). Anything else that is wrong with a line makes it "malformed": it is
+with "v" 1 and a "time"; parse_line reads the fields doc/tlsrpt.html lists and maps to the
+report. Anything else that is wrong with a line makes it "malformed": it is
 counted and skipped, never fatal, since the trace is written by many deliveries at once and
 an admin may have edited it.
 """
@@ -26,11 +26,6 @@ RESULT_TYPES = frozenset([
 ])
 POLICY_TYPES = ("sts", "tlsa", "no-policy-found")
 MEDIA_TYPE = "application/tlsrpt+gzip"
-
-# What a trace line must look like for each field used (doc/tlsrpt.html lists them)
-TRACE_FIELDS = ("v", "time", "host", "route", "policy.domain", "policy.type", "policy.strings",
-                "policy.mx", "attempts[].ip", "attempts[].name", "attempts[].result",
-                "attempts[].failure", "attempts[].tls", "attempts[].local_ip", "tls.version")
 
 MAX_LINE = 1 << 20       # the writer caps a line at 64 KiB; anything far larger is not a trace line
 MAX_TEXT = 256           # failure-reason-code and policy strings are cut here
@@ -103,7 +98,7 @@ def parse_line(line):
         record = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise Malformed("not JSON") from None
-    if not isinstance(record, dict) or record.get("v") != 1:
+    if not isinstance(record, dict) or record.get("v") != 1 or record.get("v") is True:
         raise Malformed("not a version 1 trace record")
     day = parse_time(record.get("time")).date()
     route = record.get("route", "mx")
@@ -175,8 +170,8 @@ def read_sessions(lines, day):
 
 
 def day_range(day):
-    """(start, end) of a UTC day as RFC 3339 texts and Unix seconds, as RFC 8460's example
-    ends a day: 23:59:59Z."""
+    """(start, end, start, end) of a UTC day: RFC 3339 texts, then Unix seconds. The day
+    ends at 23:59:59Z, as in RFC 8460's example."""
     start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
     end = start + datetime.timedelta(seconds=86399)
     return (start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ"),

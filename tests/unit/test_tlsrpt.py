@@ -96,7 +96,7 @@ def test_a_day_without_sessions_has_no_report(tmp_path):
     assert tlsrpt.build_reports(sessions, datetime.date(2026, 1, 1), "o", "c", "me.test") == {}
 
 
-@pytest.mark.parametrize("hostile", [b"\xff\xfe", b"{" * 100000, b'{"v":1,"time":"2026-12-06T00:00:00+01:00Z"}',
+@pytest.mark.parametrize("hostile", [b"\xff\xfe", b'{"v":true,"time":"2026-12-06T00:00:00Z","host":"a.test"}', b"{" * 100000, b'{"v":1,"time":"2026-12-06T00:00:00+01:00Z"}',
                                      b'{"v":1,"time":"2026-12-06T00:00:00Z","route":7}',
                                      b'{"v":1,"time":"2026-12-06T00:00:00Z","host":"a.test","tls":[1]}',
                                      b'{"v":1,"time":"2026-12-06T00:00:00Z","host":"a.test",'
