@@ -84,7 +84,7 @@ def _decide(name, txt, now, deadline, directory, owner, port):
     if _failed_recently(entry, txt_id, now):
         return _with_cached(cached, "fetch failed: " + entry.failure)
     if directory is None:
-        return _fetch(name, txt_id, now, deadline, None, None, None, None, port)
+        return _fetch(name, txt_id, now, deadline, None, None, None, port)
     lock = cache.lock(directory, owner, name, deadline)
     if lock is None:
         return _with_cached(cached, "lock busy")
