@@ -318,3 +318,80 @@ def test_a_cached_lookup_loads_no_https_client(sts_home, dns, https):
     assert (mode, event) == ("enforce", "cached")
     assert not [m for m in modules if m in ("ssl", "_ssl", "http", "http.client", "socket", "qremote.resolver",
                                             "qremote.mtasts.fetch")]
+
+
+# --- the installed qmail-mta-sts ---------------------------------------------------------------
+
+def command(installed, home, *args, **env):
+    result = subprocess.run([os.path.join(installed, "qmail-mta-sts"), *args], capture_output=True, timeout=90,
+                            env={"PATH": "/usr/bin:/bin", "QMAILHOME": str(home), **env})
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def test_list_and_purge(installed, sts_home, dns, https):
+    server = https()
+    assert command(installed, sts_home, "list") == (0, "", "")  # no cache directory yet: nothing
+    mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port)
+    mtasts.policy_for("example.org", [b"v=STSv1; id=x"], NOW, 10, server.port)  # no such host
+    mtasts.policy_for("b.example", TXT, NOW, 10, server.port)
+    os.unlink("run/qmail-remote/mta-sts/b.example")
+    with open("run/qmail-remote/mta-sts/b.example", "wb") as damaged:
+        damaged.write(b"junk")
+    status, out, err = command(installed, sts_home, "list")
+    assert (status, err) == (0, "")
+    assert out.split("\n") == [
+        "b.example damaged",
+        "example.com mode=enforce id=one max_age=86400 fetched=2027-01-15T08:00:00Z "
+        "expires=2027-01-16T08:00:00Z%s mx=mail.example.com,*.example.net" % (
+            "(expired)" if time.time() >= NOW + 86400 else ""),
+        "example.org no-policy failed=2027-01-15T08:00:00Z id=x: DNS: no such host", ""]
+    assert command(installed, sts_home, "purge", "Example.COM") == (0, "", "")
+    assert command(installed, sts_home, "purge", "example.com") == (0, "example.com: not cached\n", "")
+    assert [line.split()[0] for line in command(installed, sts_home, "list")[1].splitlines()] == [
+        "b.example", "example.org"]
+    assert command(installed, sts_home, "purge", "all") == (0, "", "")
+    assert os.listdir("run/qmail-remote/mta-sts") == []
+
+
+@pytest.mark.parametrize("args", [[], ["list", "x"], ["purge"], ["purge", "a/b"], ["fetch"], ["fetch", ".."],
+                                  ["frobnicate"]])
+def test_usage(installed, sts_home, args):
+    assert command(installed, sts_home, *args) == (
+        100, "", "usage: qmail-mta-sts list | purge DOMAIN | purge all | fetch DOMAIN\n")
+
+
+def https_on_443(pki):
+    try:
+        return STSServer(*pki.server(HOST), port=443)
+    except OSError as error:
+        pytest.skip("cannot listen on 127.0.0.1:443: %s" % error)
+
+
+def test_fetch_looks_up_the_record_and_fetches(installed, sts_home, dns, pki):
+    dns.add("_mta-sts." + DOMAIN, "TXT", '"v=STSv1; " "id=fromdns"')  # two strings, concatenated
+    with https_on_443(pki) as server:
+        server.policy = POLICY
+        status, out, err = command(installed, sts_home, "fetch", DOMAIN, DNSCACHEIP=dns.address())
+        assert (status, err) == (0, "")
+        assert out.startswith("example.com: fetched\nexample.com mode=enforce id=fromdns max_age=86400 ")
+        # fetch again: fetched again, though the cache holds this id
+        out = command(installed, sts_home, "fetch", DOMAIN, DNSCACHEIP=dns.address())[1]
+        assert out.startswith("example.com: fetched\n")
+        assert server.count() == 2
+        server.status = 404
+        assert command(installed, sts_home, "fetch", DOMAIN, DNSCACHEIP=dns.address()) == (
+            0, "example.com: fetch failed: HTTP 404, cached used\n" + out.split("\n", 1)[1], "")
+    assert command(installed, sts_home, "fetch", "example.org", DNSCACHEIP=dns.address()) == (
+        111, "", "qmail-mta-sts: fatal: example.org: no policy: no record\n")
+
+
+def test_root_made_files_belong_to_the_run_directory_owner(sts_home, dns, https):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    os.chown("run/qmail-remote", 65534, 65534)
+    server = https()
+    mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port)
+    for name in ("run/qmail-remote/mta-sts", "run/qmail-remote/mta-sts/" + DOMAIN,
+                 "run/qmail-remote/mta-sts/" + DOMAIN + "=lock"):
+        st = os.lstat(name)
+        assert (st.st_uid, st.st_gid) == (65534, 65534), name

@@ -7,6 +7,8 @@ txt      None (the TXT record was not looked up), "failed" (the lookup failed), 
          list of the TXT values (bytes) of _mta-sts.<domain>
 now      Unix seconds (time.time()): expiry by max_age
 timeout  seconds: the most this call may take (lock wait and fetch together)
+port     the policy host's port: 443 (tests give another)
+force    fetch even if the cached policy has the record's id (qmail-mta-sts fetch)
 policy   a policy.Policy (mode "enforce", "testing" or "none") or None: deliver as today
 event    a short text for the trace: "cached", "fetched", "fetch failed: WHY",
          "fetch failed: WHY, cached used", "no record", "invalid record: WHY",
@@ -44,7 +46,7 @@ def _with_cached(cached, reason):
     return (cached, "%s, cached used" % reason) if cached is not None else (None, reason)
 
 
-def policy_for(domain, txt, now, timeout, port=443):
+def policy_for(domain, txt, now, timeout, port=443, force=False):
     now = int(now)
     name = cache.normal_domain(domain)
     if name is None:
@@ -53,7 +55,7 @@ def policy_for(domain, txt, now, timeout, port=443):
     opened = cache.open_directory()
     directory, owner = opened if opened is not None else (None, None)
     try:
-        return _decide(name, txt, now, deadline, directory, owner, port)
+        return _decide(name, txt, now, deadline, directory, owner, port, force)
     except Exception as error:  # noqa: BLE001 - MTA-STS never fails a delivery by itself
         return None, "internal error: %s" % type(error).__name__
     finally:
@@ -67,7 +69,7 @@ def _unexpired(entry, now):
     return entry.policy
 
 
-def _decide(name, txt, now, deadline, directory, owner, port):
+def _decide(name, txt, now, deadline, directory, owner, port, force):
     entry = cache.read(directory, name) if directory is not None else None
     cached = _unexpired(entry, now)
     if txt is None:
@@ -79,10 +81,11 @@ def _decide(name, txt, now, deadline, directory, owner, port):
     except Invalid as why:
         reason = why.args[0]
         return _with_cached(cached, reason if reason == "no record" else "invalid record: " + reason)
-    if cached is not None and cached.id == txt_id:
-        return cached, "cached"
-    if _failed_recently(entry, txt_id, now):
-        return _with_cached(cached, "fetch failed: " + entry.failure)
+    if not force:
+        if cached is not None and cached.id == txt_id:
+            return cached, "cached"
+        if _failed_recently(entry, txt_id, now):
+            return _with_cached(cached, "fetch failed: " + entry.failure)
     if directory is None:
         return _fetch(name, txt_id, now, deadline, None, None, None, port)
     lock = cache.lock(directory, owner, name, deadline)
@@ -92,10 +95,11 @@ def _decide(name, txt, now, deadline, directory, owner, port):
         # another delivery may have fetched (or failed) while we waited
         entry = cache.read(directory, name)
         cached = _unexpired(entry, now)
-        if cached is not None and cached.id == txt_id:
-            return cached, "cached"
-        if _failed_recently(entry, txt_id, now):
-            return _with_cached(cached, "fetch failed: " + entry.failure)
+        if not force:
+            if cached is not None and cached.id == txt_id:
+                return cached, "cached"
+            if _failed_recently(entry, txt_id, now):
+                return _with_cached(cached, "fetch failed: " + entry.failure)
         return _fetch(name, txt_id, now, deadline, directory, owner, entry, port)
     finally:
         os.close(lock)
