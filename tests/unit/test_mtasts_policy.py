@@ -1,6 +1,8 @@
 """mtasts/policy.py: RFC 8461's TXT record (3.1), policy text (3.2) and MX patterns (4.1),
 every corner, and the cache entry codec (cache.encode/decode) around a policy."""
 
+import os
+
 import pytest
 
 from qremote.mtasts import cache
@@ -187,3 +189,27 @@ def test_a_damaged_entry_is_none(data):
 ])
 def test_cache_names(domain, expected):
     assert cache.normal_domain(domain) == expected
+
+
+# --- control/mtasts -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, expected", [(None, True), (b"", True), (b"1\n", True), (b"0\n", False),
+                                               (b"0\r\n", False), (b"2\n", True)])
+def test_control_mtasts(tmp_path, monkeypatch, content, expected):
+    from qremote import mtasts
+
+    os.makedirs(tmp_path / "control")
+    if content is not None:
+        (tmp_path / "control" / "mtasts").write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    assert mtasts.enabled() is expected
+
+
+def test_control_mtasts_garbage_is_a_z(tmp_path, monkeypatch):
+    from qremote import failures, mtasts
+
+    os.makedirs(tmp_path / "control")
+    (tmp_path / "control" / "mtasts").write_bytes(b"off\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(failures.ControlInvalid):
+        mtasts.enabled()
