@@ -395,3 +395,14 @@ def test_root_made_files_belong_to_the_run_directory_owner(sts_home, dns, https)
                  "run/qmail-remote/mta-sts/" + DOMAIN + "=lock"):
         st = os.lstat(name)
         assert (st.st_uid, st.st_gid) == (65534, 65534), name
+
+
+def test_max_age_0_waiters_use_the_policy_fetched_while_they_waited(sts_home, dns, https):
+    server = https()
+    server.policy = POLICY.replace(b"86400", b"0")
+    server.delay = 1.0
+    results = children(4, server.port, now=int(time.time()))
+    assert server.count() == 1
+    assert sorted(event for _, event, _ in results) == ["cached"] * 3 + ["fetched"]
+    # alone, a policy of max_age 0 is expired at once: fetched again
+    assert mtasts.policy_for(DOMAIN, TXT, int(time.time()), 10, server.port)[1] == "fetched"

@@ -98,6 +98,7 @@ def _decide(name, txt, now, deadline, directory, owner, port, force):
             return _with_cached(cached, "fetch failed: " + entry.failure)
     if directory is None:
         return _fetch(name, txt_id, now, deadline, None, None, None, port)
+    before = _fetch_mark(entry)
     lock = cache.lock(directory, owner, name, deadline)
     if lock is None:
         return _with_cached(cached, "lock busy")
@@ -108,11 +109,20 @@ def _decide(name, txt, now, deadline, directory, owner, port, force):
         if not force:
             if cached is not None and cached.id == txt_id:
                 return cached, "cached"
+            if entry is not None and entry.policy is not None and entry.policy.id == txt_id and (
+                    _fetch_mark(entry) != before):
+                # fetched while we waited, for our id: fresh, even with a max_age of 0 (else
+                # each waiter would fetch in turn)
+                return entry.policy, "cached"
             if _failed_recently(entry, txt_id, now):
                 return _with_cached(cached, "fetch failed: " + entry.failure)
         return _fetch(name, txt_id, now, deadline, directory, owner, entry, port)
     finally:
         os.close(lock)
+
+
+def _fetch_mark(entry):
+    return None if entry is None or entry.policy is None else (entry.policy.fetched_at, entry.policy.id)
 
 
 def _failed_recently(entry, txt_id, now):
