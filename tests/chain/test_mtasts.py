@@ -406,3 +406,10 @@ def test_max_age_0_waiters_use_the_policy_fetched_while_they_waited(sts_home, dn
     assert sorted(event for _, event, _ in results) == ["cached"] * 3 + ["fetched"]
     # alone, a policy of max_age 0 is expired at once: fetched again
     assert mtasts.policy_for(DOMAIN, TXT, int(time.time()), 10, server.port)[1] == "fetched"
+
+
+def test_the_event_holds_only_printable_ascii(sts_home, dns, https):
+    server = https()
+    server.headers = {"Content-Type": "text/\x01h\u00e9tml"}
+    assert mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port) == (
+        None, "fetch failed: Content-Type text/?h??tml refused")  # UTF-8 read as latin-1

@@ -39,6 +39,7 @@ from .policy import Invalid, Policy, record_id
 
 __all__ = ["Policy", "policy_for", "enabled", "RETRY", "TIMEOUT"]
 
+MAX_EVENT = 200
 RETRY = 300   # seconds after a failed fetch before the same id is fetched again
 TIMEOUT = 30  # a delivery's suggested limit for policy_for: lock wait and fetch together
               # (RFC 8461 3.3 suggests a minute for the fetch; qmail-mta-sts fetch gives 60)
@@ -65,12 +66,14 @@ def policy_for(domain, txt, now, timeout, port=443, force=False):
     opened = cache.open_directory()
     directory, owner = opened if opened is not None else (None, None)
     try:
-        return _decide(name, txt, now, deadline, directory, owner, port, force)
+        policy, event = _decide(name, txt, now, deadline, directory, owner, port, force)
     except Exception as error:  # noqa: BLE001 - MTA-STS never fails a delivery by itself
         return None, "internal error: %s" % type(error).__name__
     finally:
         if directory is not None:
             os.close(directory)
+    # parts of it come from the policy host (a header, an error): printable ASCII, bounded
+    return policy, "".join(c if " " <= c <= "~" else "?" for c in event[:MAX_EVENT])
 
 
 def _unexpired(entry, now):
