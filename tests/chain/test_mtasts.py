@@ -185,7 +185,10 @@ def test_fetched_then_cached(sts_home, dns, https):
 def test_expiry_by_max_age(sts_home, dns, https):
     server = https()
     mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port)
-    assert mtasts.policy_for(DOMAIN, TXT, NOW + 86399, 10, server.port)[1] == "cached"
+    assert mtasts.policy_for(DOMAIN, TXT, NOW + 43199, 10, server.port)[1] == "cached"
+    # without a record (so no refresh), good until fetched_at + max_age
+    assert mtasts.policy_for(DOMAIN, [], NOW + 86399, 10, server.port)[1] == "no record, cached used"
+    assert mtasts.policy_for(DOMAIN, [], NOW + 86400, 10, server.port) == (None, "no record")
     policy, event = mtasts.policy_for(DOMAIN, TXT, NOW + 86400, 10, server.port)
     assert event == "fetched" and policy.fetched_at == NOW + 86400 and server.count() == 2
 
@@ -413,3 +416,34 @@ def test_the_event_holds_only_printable_ascii(sts_home, dns, https):
     server.headers = {"Content-Type": "text/\x01h\u00e9tml"}
     assert mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port) == (
         None, "fetch failed: Content-Type text/?h??tml refused")  # UTF-8 read as latin-1
+
+
+def test_a_policy_in_use_is_refreshed_past_half_its_max_age(sts_home, dns, https):
+    server = https()
+    mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port)
+    assert mtasts.policy_for(DOMAIN, TXT, NOW + 43199, 10, server.port)[1] == "cached"
+    server.status = 500
+    policy, event = mtasts.policy_for(DOMAIN, TXT, NOW + 43200, 10, server.port)
+    assert (policy.fetched_at, event) == (NOW, "fetch failed: HTTP 500, cached used")
+    assert mtasts.policy_for(DOMAIN, TXT, NOW + 43210, 10, server.port)[1] == "cached"  # not again before RETRY
+    assert server.count() == 2
+    server.status = 200
+    policy, event = mtasts.policy_for(DOMAIN, TXT, NOW + 43200 + mtasts.RETRY, 10, server.port)
+    assert (policy.fetched_at, event) == (NOW + 43200 + mtasts.RETRY, "fetched")
+    assert mtasts.policy_for(DOMAIN, TXT, NOW + 86400, 10, server.port)[1] == "cached"  # the old expiry: still good
+    assert server.count() == 3
+
+
+def test_a_refresh_never_waits_for_the_lock(sts_home, dns, https):
+    server = https()
+    mtasts.policy_for(DOMAIN, TXT, NOW, 10, server.port)
+    opened = cache.open_directory()
+    held = cache.lock(opened[0], None, DOMAIN, time.monotonic() + 1)
+    try:
+        start = time.monotonic()
+        policy, event = mtasts.policy_for(DOMAIN, TXT, NOW + 50000, 10, server.port)
+        assert (policy.id, event) == ("one", "cached") and time.monotonic() - start < 0.5
+    finally:
+        os.close(held)
+        os.close(opened[0])
+    assert server.count() == 1

@@ -24,7 +24,12 @@ The rules (RFC 8461 sections 3 and 5), in order:
    fetch, one delivery at a time per domain (a lock file); the others wait until the
    deadline, then find the policy the fetcher cached ("cached") or use the cached one
    ("lock busy, cached used") or go on without ("lock busy, no policy").
-4. A fetch that fails (or a policy that does not parse) leaves the cached policy in use
+4. An unexpired policy with the record's id past half its max_age is fetched again by
+   the delivery that finds the lock free (no waiting; the others use it: "cached"), so
+   a policy in use is kept warm and never expires while its domain still publishes it
+   (RFC 8461's authors: refresh proactively when there is traffic); a failed refresh
+   keeps it ("fetch failed: WHY, cached used").
+5. A fetch that fails (or a policy that does not parse) leaves the cached policy in use
    until it expires ("fetch failed: WHY, cached used"), else None; the failure is
    recorded in the entry and the fetch is not tried again for RETRY seconds for the
    same id, so a dead policy host does not cost every delivery a timeout.
@@ -94,34 +99,42 @@ def _decide(name, txt, now, deadline, directory, owner, port, force):
     except Invalid as why:
         reason = why.args[0]
         return _with_cached(cached, reason if reason == "no record" else "invalid record: " + reason)
+    refresh = False
     if not force:
         if cached is not None and cached.id == txt_id:
-            return cached, "cached"
-        if _failed_recently(entry, txt_id, now):
+            if directory is None or not _stale(cached, now) or _failed_recently(entry, txt_id, now):
+                return cached, "cached"
+            refresh = True  # past half its max_age: fetched again while still good (kept warm)
+        elif _failed_recently(entry, txt_id, now):
             return _with_cached(cached, "fetch failed: " + entry.failure)
     if directory is None:
         return _fetch(name, txt_id, now, deadline, None, None, None, port)
     before = _fetch_mark(entry)
-    lock = cache.lock(directory, owner, name, deadline)
+    # a refresh never waits for the lock: the policy in hand is good
+    lock = cache.lock(directory, owner, name, time.monotonic() if refresh else deadline)
     if lock is None:
-        return _with_cached(cached, "lock busy")
+        return (cached, "cached") if refresh else _with_cached(cached, "lock busy")
     try:
         # another delivery may have fetched (or failed) while we waited
         entry = cache.read(directory, name)
         cached = _unexpired(entry, now)
         if not force:
-            if cached is not None and cached.id == txt_id:
-                return cached, "cached"
             if entry is not None and entry.policy is not None and entry.policy.id == txt_id and (
                     _fetch_mark(entry) != before):
                 # fetched while we waited, for our id: fresh, even with a max_age of 0 (else
                 # each waiter would fetch in turn)
                 return entry.policy, "cached"
+            if not refresh and cached is not None and cached.id == txt_id:
+                return cached, "cached"
             if _failed_recently(entry, txt_id, now):
                 return _with_cached(cached, "fetch failed: " + entry.failure)
         return _fetch(name, txt_id, now, deadline, directory, owner, entry, port)
     finally:
         os.close(lock)
+
+
+def _stale(policy, now):
+    return now - policy.fetched_at >= policy.max_age // 2
 
 
 def _fetch_mark(entry):
