@@ -252,9 +252,11 @@ class Plan:
     # Version 5, when some target's rule is not the tlsstrictness rule (tlsdestinations,
     # DANE, MTA-STS, memory, domaincerts): the same, each TODO item with a 8th field and
     # each LATER item with a 6th, the index of its rule in RULES, and two more parts:
-    #   ; RULES ; REQUIRED
+    #   ; RULES ; REQUIRED ; PATHS
     #   RULES    tlsrule.Rule.encode() words, each distinct rule once
     #   REQUIRED hex(what required TLS of an address given up), or empty
+    #   PATHS    hex(path),...: each file path (or domaincerts reference) of the rules once; the
+    #            rules refer to it by index, 0-2 being POLICY's anchors, clientcert, clientkey
     # Every part is bounded (32 MX names of at most 255 octets, 16 addresses each,
     # MAX_KEPT reasons, a rule per MX name at most with tlsrule's caps on TLSA data,
     # pins and names), so the state always fits one argv word (128 KiB).
@@ -271,12 +273,18 @@ class Plan:
         later_rules = self.later_rules + [self.default] * (len(self.later) - len(self.later_rules))
         all_rules = [self.rule_of(a) for a in todo] + later_rules
         ruled = self.required not in ("", tlsrule.STRICTNESS_2) or any(r != self.default for r in all_rules)
-        words = {}
+        # the policy's paths (POLICY) are indices 0-2 of the paths, not written twice; a
+        # placeholder with NUL (no control file holds one) stands for a missing one
+        words, paths = {}, {self.policy.anchors or b"\0a": 0, self.policy.clientcert or b"\0c": 1,
+                            self.policy.clientkey or b"\0k": 2}
+        encoded = {}  # id(rule) -> its word: rules are shared objects, encode each once
         for rule in all_rules:
-            words.setdefault(rule.encode(), len(words))
+            if id(rule) not in encoded:
+                encoded[id(rule)] = rule.encode(paths)
+            words.setdefault(encoded[id(rule)], len(words))
 
         def index(rule):
-            return "/%d" % words[rule.encode()] if ruled else ""
+            return "/%d" % words[encoded[id(rule)]] if ruled else ""
 
         def target(t):
             return "%s/%d/%d/%d/%s" % (t.ip, t.port, t.pref, names[t.name], t.protocol)
@@ -299,7 +307,8 @@ class Plan:
             (failure.letter + failure.text()).hex() if failure is not None else "",
             self.source or "", (self.helohost or b"").hex(), self.auth or ""]
         if ruled:
-            parts += [",".join(words), self.required.encode("latin-1").hex()]
+            parts += [",".join(words), self.required.encode("latin-1").hex(),
+                      ",".join(p.hex() for p in list(paths)[3:])]
         return ";".join(parts)
 
     @classmethod
@@ -309,11 +318,13 @@ class Plan:
 
         parts = state.split(";")
         ruled = parts[0] == cls.RULED_VERSION
-        if len(parts) != (16 if ruled else 14) or parts[0] not in (cls.VERSION, cls.RULED_VERSION):
+        if len(parts) != (17 if ruled else 14) or parts[0] not in (cls.VERSION, cls.RULED_VERSION):
             raise ValueError("not a version %s or %s state" % (cls.VERSION, cls.RULED_VERSION))
         _, pass_no, deadline, budget, policy, names, todo, later, reasons, tried, last, source, helo, auth = parts[:14]
-        rules = [tlsrule.Rule.decode(word) for word in parts[14].split(",")] if ruled and parts[14] else []
         strictness, anchors, cert, key = policy.split("/")
+        paths = [bytes.fromhex(anchors) or None, bytes.fromhex(cert) or None, bytes.fromhex(key) or None]
+        paths += [bytes.fromhex(p) for p in parts[16].split(",")] if ruled and parts[16] else []
+        rules = [tlsrule.Rule.decode(word, paths) for word in parts[14].split(",")] if ruled and parts[14] else []
         if strictness not in ("0", "1", "2"):
             raise ValueError("bad strictness %r" % strictness)
         names = [bytes.fromhex(name) for name in names.split(",")] if names else []

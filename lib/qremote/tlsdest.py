@@ -14,6 +14,8 @@ tlsdestinations (doc/tlsdestinations.html): one rule a line.
                `/` (as none, and no DANE). `;465`, `;s` or `;sPORT`: SMTPS; `;6209`:
                QMTPS; `;PORT`: that port. Without ';' the fields are positional
                (`cafile|ciphers|depth|senderdomain`); after `;port` only `|senderdomain`.
+               A cipher list in the depth field with the ciphers field empty is taken as
+               the cipher list (s/qmail's example `-adhonlydomain.com:||aNULL:!kRSA`).
 A destination matches the target's name (MX host, or the route's relay) or, for a
 delivery by MX, the delivery's domain: the name itself or a parent domain at a dot
 boundary, the most specific key first, the MX name before the domain, a line bound to
@@ -34,7 +36,8 @@ GLOBAL_OPTIONAL = (b"*", b"?")
 GLOBAL_MANDATORY = (b"-*", b"+*", b"~*", b"=*", b"/*")
 PREFIXES = b"=~-%!?/"
 FINGERPRINT_LENGTHS = (40, 56, 64, 128)  # SHA-1, SHA-224, SHA-256, SHA-512 in hex
-MAX_PATH = 4096
+# bytes: the plan carries each path once in one argv word (plan.py), a cafile per MX name
+MAX_PATH, MAX_CAFILE = 1024, 255
 SMTPS_PORT, QMTPS_PORT = 465, 6209
 
 
@@ -189,6 +192,8 @@ def _parse_value(line, value):
         sender = fields[3] if len(fields) == 4 else b""
     fields += [b""] * (3 - len(fields[:3]))
     first, ciphers, depth = fields[:3]
+    if depth and not ciphers and not depth.isdigit():  # s/qmail's own example `-host:||aNULL:!kRSA`
+        ciphers, depth = depth, b""
     if first.startswith(b"="):
         pin = first[1:].replace(b":", b"").lower()
         if len(pin) not in FINGERPRINT_LENGTHS or any(c not in b"0123456789abcdef" for c in pin):
@@ -198,8 +203,8 @@ def _parse_value(line, value):
     elif line.prefix == b"%":
         raise _invalid(number, "a '%' line needs =fingerprint after ':'")
     elif first:
-        if len(first) > MAX_PATH:
-            raise _invalid(number, "the cafile path is longer than %d bytes" % MAX_PATH)
+        if len(first) > MAX_CAFILE:
+            raise _invalid(number, "the cafile path is longer than %d bytes" % MAX_CAFILE)
         line.cafile = first
     if ciphers:
         if any(c <= 32 or c > 126 for c in ciphers):

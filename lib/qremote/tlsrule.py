@@ -28,7 +28,10 @@ MODES = (NONE, MAY, FIRST, MUST, SKIP)
 VERIFIES = (None, "ca", "ca+dn", "ca+dn*", "pin", "dane")
 ORIGINS = ("tlsstrictness", "tlsdestinations", "dane", "mta-sts", "memory", "none")
 # bounds that keep the plan's state one argv word (plan.py): DANE data is the big part
-MAX_TLSA, MAX_TLSA_DATA = 4, 256  # records per host, bytes per record (digests are 32/64)
+# records per host, bytes per record: SHA-256/512 digests; a full-data record (matching
+# type 0) is carried as the SHA-256 of its data (matching type 1), which matches the same
+# certificates (a collision would break SHA-256)
+MAX_TLSA, MAX_TLSA_DATA = 4, 64
 MAX_PINS, MAX_NAMES = 8, 4
 
 
@@ -69,23 +72,30 @@ class Rule:
         return self.mode in (MAY, FIRST, MUST)
 
     # --- the codec: one rule as a word without , ; / (the plan's separators) ---
-    # mode.fallback.verify.hex(anchors).system.hex(ciphers).depth.anonymous.pins.tlsa.names.
-    #   hex(clientref).hex(clientcert).hex(clientkey).origin.hex(required).hex(why)
-    # pins: fingerprints joined by "+"; tlsa: U-S-M-hex(data) joined by "+"; names: hex joined by "+"
+    # mode.fallback.verify.ANCHORS.system.hex(ciphers).depth.anonymous.pins.tlsa.names.
+    #   CLIENTREF.CLIENTCERT.CLIENTKEY.origin.hex(required).hex(why)
+    # pins: fingerprints joined by "+"; tlsa: U-S-M-hex(data) joined by "+"; names: hex joined by "+";
+    # a path (ANCHORS, CLIENTCERT, CLIENTKEY) or the domaincerts reference (CLIENTREF) is the
+    # index of a list the plan keeps once (paths): the same long strings in every rule
 
-    def encode(self):
+    def encode(self, paths):
+        """The word of this rule; paths: {path: index} the plan fills (each path once)."""
         h = lambda value: (value or b"").hex()  # noqa: E731
+
+        def path(value):
+            return "" if value is None else "%d" % paths.setdefault(value, len(paths))
         return ".".join([
-            self.mode, "1" if self.fallback else "", self.verify or "", h(self.anchors), "1" if self.system else "",
+            self.mode, "1" if self.fallback else "", self.verify or "", path(self.anchors), "1" if self.system else "",
             h(self.ciphers and self.ciphers.encode("latin-1")), "" if self.depth is None else "%d" % self.depth,
             "1" if self.anonymous else "", "+".join(self.pins),
             "+".join("%d-%d-%d-%s" % (u, s, m, d.hex()) for u, s, m, d in self.tlsa),
-            "+".join(name.hex() for name in self.names), h(self.clientref and self.clientref.encode("ascii")),
-            h(self.clientcert), h(self.clientkey), self.origin, h(self.required.encode("latin-1")), h(self.why)])
+            "+".join(name.hex() for name in self.names), path(self.clientref and self.clientref.encode("ascii")),
+            path(self.clientcert), path(self.clientkey), self.origin, h(self.required.encode("latin-1")),
+            h(self.why)])
 
     @classmethod
-    def decode(cls, word):
-        """The Rule of encode()'s word; ValueError when it is malformed."""
+    def decode(cls, word, paths):
+        """The Rule of encode()'s word with paths (a list); ValueError when it is malformed."""
         fields = word.split(".")
         if len(fields) != 17:
             raise ValueError("bad rule %r" % word[:40])
@@ -97,6 +107,9 @@ class Rule:
             raise ValueError("bad rule flags")
         if depth and not depth.isdigit():
             raise ValueError("bad depth")
+
+        def path(index):
+            return paths[int(index)] if index else None
         pins = pins.split("+") if pins else []
         if len(pins) > MAX_PINS or not all(_is_hex(pin) for pin in pins):
             raise ValueError("bad pins")
@@ -109,13 +122,14 @@ class Rule:
         names = [bytes.fromhex(n) for n in names.split("+")] if names else []
         if len(names) > MAX_NAMES:
             raise ValueError("too many names")
-        clientref = bytes.fromhex(clientref).decode("ascii") or None
+        clientref = path(clientref)
+        clientref = clientref.decode("ascii") if clientref is not None else None
         if clientref is not None and not is_reference(clientref):
             raise ValueError("bad domaincerts reference")
-        return cls(mode, origin, fallback == "1", verify or None, bytes.fromhex(anchors) or None, system == "1",
+        return cls(mode, origin, fallback == "1", verify or None, path(anchors), system == "1",
                    bytes.fromhex(ciphers).decode("latin-1") or None, int(depth) if depth else None,
-                   anonymous == "1", pins, records, names, clientref, bytes.fromhex(cert) or None,
-                   bytes.fromhex(key) or None, bytes.fromhex(required).decode("latin-1"), bytes.fromhex(why))
+                   anonymous == "1", pins, records, names, clientref, path(cert), path(key),
+                   bytes.fromhex(required).decode("latin-1"), bytes.fromhex(why))
 
 
 def _is_hex(text):
@@ -219,13 +233,21 @@ def _dane_rule(dane, mxname):
         return Rule(MUST, "dane", required=required)
     if state != "secure":
         return Rule(SKIP, "dane", required=required, why=b"unknown DANE state")
-    records = [(u, s, m, bytes(d)) for u, s, m, d in dane.records
-               if u in (2, 3) and s in (0, 1) and m in (0, 1, 2) and len(d) <= MAX_TLSA_DATA][:MAX_TLSA]
-    if not records:  # none we can carry (over-long full-certificate records): never unverified instead
-        return Rule(SKIP, "dane", required=required, why=b"TLSA records too large to use (%d bytes at most)"
-                    % MAX_TLSA_DATA)
+    records = []
+    for u, s, m, data in dane.records:
+        if u not in (2, 3) or s not in (0, 1) or m not in (0, 1, 2) or len(records) == MAX_TLSA:
+            continue
+        if m == 0:
+            from hashlib import sha256  # only for a full-data record: its digest matches the same
+
+            m, data = 1, sha256(bytes(data)).digest()
+        if len(data) == (32 if m == 1 else 64):  # a digest of the wrong length matches nothing
+            records.append((u, s, m, bytes(data)))
+    if not records:  # the resolver said usable, but none is: never unverified instead
+        return Rule(SKIP, "dane", required=required, why=b"no usable TLSA record")
     base = bytes(getattr(dane, "base", b"") or mxname)
-    names = [base] + ([mxname] if mxname.lower() != base.lower() else [])
+    # the names a DANE-TA certificate may match beyond the MX name itself (tlsc-io's -k)
+    names = [base] if base.lower().rstrip(b".") != mxname.lower().rstrip(b".") else []
     return Rule(MUST, "dane", verify="dane", tlsa=records, names=names, required=required)
 
 
