@@ -132,8 +132,14 @@ class Destinations:
 
 
 def parents(name):
-    """name (lower-cased, no final dot) and each parent domain: a.b.c, b.c, c."""
+    """name (lower-cased, no final dot) and each parent domain: a.b.c, b.c, c; an IP
+    literal (an smtproutes relay given as an address) only itself."""
     name = name.lower().rstrip(b".")
+    from .candidates import parse_literal
+
+    if parse_literal(name) is not None:  # an address has no parent domains
+        yield name
+        return
     while name:
         yield name
         name = name.partition(b".")[2]
