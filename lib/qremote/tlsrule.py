@@ -177,16 +177,19 @@ def decide(policy, dests=None, host=b"", mxname=b"", sender_domain=b"", dane=Non
     memory: the remembered level ("verified", "encrypted") of mxname, or None;
     client: (clientcert, clientkey, reference) of control/domaincerts, or None.
     """
-    rule = _decide(policy, dests, host, mxname, sender_domain, dane, sts, routed)
-    if memory and rule.mode in (MAY, FIRST) or memory and rule.mode == NONE and rule.origin == "none":
-        rule = Rule(MUST, "memory", anchors=None, anonymous=rule.anonymous,
-                    required="the TLS memory of %s" % _text(mxname))
+    rule, level = _decide(policy, dests, host, mxname, sender_domain, dane, sts, routed)
+    # the memory raises only what was opportunistic by a global setting (levels 4 and 5,
+    # or no TLS by default): never an admin's line for this destination, never a stronger rule
+    if memory and level >= 4 and (rule.mode in (MAY, FIRST) or rule.mode == NONE and rule.origin == "none"):
+        rule.mode, rule.origin, rule.fallback = MUST, "memory", False
+        rule.required = "the TLS memory of %s" % _text(mxname)
     if client is not None and rule.uses_tls:
         rule.clientcert, rule.clientkey, rule.clientref = client
     return rule
 
 
 def _decide(policy, dests, host, mxname, sender_domain, dane, sts, routed):
+    """(Rule, the level of the precedence table that decided it)."""
     line = None
     if dests is not None:
         names = [mxname] if routed or host.lower().rstrip(b".") == mxname.lower().rstrip(b".") else [mxname, host]
@@ -198,26 +201,26 @@ def _decide(policy, dests, host, mxname, sender_domain, dane, sts, routed):
             from_dane = _dane_rule(dane, mxname)
             if from_dane is not None and from_dane.verify == "dane":
                 from_dane.port, from_dane.protocol = rule.port, rule.protocol
-                return from_dane
-        return rule
+                return from_dane, 2
+        return rule, 1
     if not dane_off:
         rule = _dane_rule(dane, mxname)
         if rule is not None:
-            return rule
+            return rule, 2
     if sts is not None and getattr(sts, "mode", None) == "enforce":
         domain = _text(host)
         if not sts.matches(mxname):
             return Rule(SKIP, "mta-sts", required="the MTA-STS policy of %s" % domain,
-                        why=b"not an MX of the MTA-STS policy of %s" % domain.encode("latin-1"))
+                        why=b"not an MX of the MTA-STS policy of %s" % domain.encode("latin-1")), 3
         anchors = policy.anchors if policy.anchors else None
         return Rule(MUST, "mta-sts", verify="ca+dn*", anchors=anchors, system=anchors is None,
-                    names=[mxname], required="the MTA-STS policy of %s" % domain)
+                    required="the MTA-STS policy of %s" % domain), 3
     if dests is not None and dests.global_rule is not None:
-        return dests.global_rule.rule(policy, dests)
+        return dests.global_rule.rule(policy, dests), 4
     rule = from_policy(policy)
     if dests is not None and dests.anonymous and rule.uses_tls and rule.verify is None:
         rule.anonymous = True
-    return rule
+    return rule, 5
 
 
 def _dane_rule(dane, mxname):

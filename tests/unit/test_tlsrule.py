@@ -208,6 +208,7 @@ def test_global_slash_turns_dane_off(off):
 def test_sts_enforce_listed_mx_is_must_verified_with_the_system_store():
     r = rule(sts=Sts("enforce"))
     assert (r.mode, r.verify, r.system, r.anchors, r.origin) == ("must", "ca+dn*", True, None, "mta-sts")
+    assert r.names == []  # the MX name is tlsc-io's -k already
     assert r.required == "the MTA-STS policy of example.com"
 
 
@@ -268,14 +269,17 @@ def test_anonymous_global_is_a_modifier():
 
 # --- level 6: the memory ---
 
-@pytest.mark.parametrize("policy", [Policy(), Policy(0, b"/ca.pem"), Policy(1, b"/ca.pem")])
-def test_memory_raises_to_must(policy):
-    r = rule(policy=policy, memory="encrypted")
-    assert (r.mode, r.origin, r.required) == ("must", "memory", "the TLS memory of mx.example.com")
+@pytest.mark.parametrize("policy,lines", [(Policy(), None), (Policy(0, b"/ca.pem", b"/c.pem"), None),
+                                          (Policy(1, b"/ca.pem", b"/c.pem"), None), (Policy(), ["*:"])])
+def test_memory_raises_to_must(policy, lines):
+    r = rule(lines, policy=policy, memory="encrypted")
+    assert (r.mode, r.origin, r.required, r.fallback) == ("must", "memory", "the TLS memory of mx.example.com", False)
+    assert r.clientcert == policy.clientcert
 
 
-def test_memory_never_overrides_an_explicit_no_tls_or_a_stronger_rule():
+def test_memory_never_overrides_a_destination_line_or_a_stronger_rule():
     assert rule(["!example.com:"], memory="verified").mode == "none"
+    assert rule(["?example.com:"], memory="verified").mode == "may"
     assert rule(dane=SECURE, memory="verified").origin == "dane"
     assert rule(policy=Policy(2, b"/ca.pem"), memory="verified").origin == "tlsstrictness"
 
