@@ -285,10 +285,11 @@ def parse_domaincerts(lines):
     return table
 
 
-def client_for(sender_domain):
+def client_for(sender_domain, lines=None):
     """(certificate, keyfile, reference) control/domaincerts gives the sender's domain (or
-    `*`), with the files it names checked: None when there is no line for it."""
-    lines = control.read_lines(DOMAINCERTS)
+    `*`), with the files it names checked: None when there is no line for it. lines:
+    control/domaincerts as control.read_lines gave it (None: read it now)."""
+    lines = control.read_lines(DOMAINCERTS) if lines is None else lines
     if not lines:
         return None
     table = parse_domaincerts(lines)

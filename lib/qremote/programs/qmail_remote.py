@@ -99,15 +99,16 @@ def tls_rules(policy, targets, host, sender, routed, lookup=None):
     tlsstrictness speaks (no tlsdestinations, no domaincerts: the plan of before).
     lookup: the resolver's Lookup (its .dane by target name), when it has one.
     TODO(lead): pass lookup.dane (H-A), the MTA-STS policy (H-D) and the memory (H-E)."""
+    destinations, domaincerts = control.read_lines("tlsdestinations"), control.read_lines("domaincerts")
+    dane = getattr(lookup, "dane", None) or {}
+    if destinations is None and not domaincerts and not dane:
+        return targets, None  # tlsstrictness alone: not even tlsdest's import
     from .. import tlsdest, tlsrule
     from ..candidates import Target
 
-    dests = tlsdest.load()
+    dests = None if destinations is None else tlsdest.parse(destinations)
     sender_domain = sender.rpartition(b"@")[2]
-    client = tlsdest.client_for(sender_domain)
-    dane = getattr(lookup, "dane", None) or {}
-    if dests is None and client is None and not dane:
-        return targets, None
+    client = tlsdest.client_for(sender_domain, domaincerts)
     rules, moved = [], []
     for target in targets:
         rule = tlsrule.decide(policy, dests, host, target.name, sender_domain, dane=dane.get(target.name),
