@@ -29,7 +29,7 @@ emptied, as routes.reference) leave this module: tlsc-io reads the password itse
 
 from . import control, failures
 from .candidates import QMTPS, SMTPS
-from .tlsrule import FIRST, MAY, MUST, NONE, Rule  # noqa: F401 (FIRST: for readers of the table)
+from .tlsrule import MAY, MUST, NONE, Rule
 
 TLSDESTINATIONS, DOMAINCERTS = "tlsdestinations", "domaincerts"
 GLOBAL_OPTIONAL = (b"*", b"?")
