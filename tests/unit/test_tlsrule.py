@@ -495,3 +495,24 @@ def test_domaincerts_bad_lines(line):
 def test_attempt_without_rule_follows_the_plan():
     p = Plan(Policy(1, b"/ca.pem"), [])
     assert p.rule_of(Attempt(Target("127.0.0.2", AF_INET))).mode == "first"
+
+
+def test_a_damaged_version_5_state_is_refused_cleanly():
+    """resumed_plan turns ValueError and IndexError into a Z: nothing else may escape."""
+    import random
+    targets = [Target("127.0.0.2", AF_INET, 25, 10, MX), Target("127.0.0.3", AF_INET, 25, 20, b"mx2.test")]
+    p = Plan(Policy(1, b"/ca.pem", b"/c.pem"), targets,
+             rules=[rule(dane=SECURE, client=(b"/d.pem", b"/k.pem", "domaincerts:1:6162")), rule(["mx2.test:"])])
+    good = p.dump(p.next_group()[0])
+    assert Plan.load(good).rule_of(Plan.load(good).todo[0]).verify == "dane"
+    rng = random.Random(11)
+    alphabet = "0123456789abcdef.;,/-+x"
+    for _ in range(3000):
+        state = list(good)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(state))
+            state[i:i + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(0, 2)
+        try:
+            Plan.load("".join(state))
+        except (ValueError, IndexError):
+            pass

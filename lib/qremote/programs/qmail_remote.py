@@ -93,25 +93,28 @@ def first_plan(host, sender, controls):
                 auth=route.where if routed else None, rules=rules)
 
 
-def tls_rules(policy, targets, host, sender, routed, lookup=None):
+def tls_rules(policy, targets, host, sender, routed, lookup=None, sts=None, memory=None):
     """(targets, rules): each target's TLS rule (tlsrule.decide), with tlsdestinations'
     port and SMTPS/QMTPS override applied to the target; rules None when only
     tlsstrictness speaks (no tlsdestinations, no domaincerts: the plan of before).
-    lookup: the resolver's Lookup (its .dane by target name), when it has one.
-    TODO(lead): pass lookup.dane (H-A), the MTA-STS policy (H-D) and the memory (H-E)."""
+    lookup: the resolver's Lookup (its .dane: {target name: Dane}), when it has one;
+    sts: the MTA-STS policy of host (MX deliveries only), or None; memory: a function
+    MX name -> remembered level or None (control/tlsmemory on), or None.
+    TODO(lead): first_plan passes lookup (H-A), sts (H-D) and memory (H-E)."""
     destinations, domaincerts = control.read_lines("tlsdestinations"), control.read_lines("domaincerts")
     dane = getattr(lookup, "dane", None) or {}
-    if destinations is None and not domaincerts and not dane:
+    if destinations is None and not domaincerts and not dane and sts is None and memory is None:
         return targets, None  # tlsstrictness alone: not even tlsdest's import
     from .. import tlsdest, tlsrule
     from ..candidates import Target
 
     dests = None if destinations is None else tlsdest.parse(destinations)
     sender_domain = sender.rpartition(b"@")[2]
-    client = tlsdest.client_for(sender_domain, domaincerts)
+    client = tlsdest.client_for(sender_domain, domaincerts or [])
     rules, moved = [], []
     for target in targets:
         rule = tlsrule.decide(policy, dests, host, target.name, sender_domain, dane=dane.get(target.name),
+                              sts=None if routed else sts, memory=memory(target.name) if memory else None,
                               routed=routed, client=client)
         for named, path in rule.checks:
             tlsdest.check_file(named, path)
