@@ -384,3 +384,24 @@ TABLE.update({
     "DomainipUnusable": ("Failure", Z, False, b"Unable to bind the source address %(address)s named by "
                          b"control/domainips: %(reason)s. (#4.3.0)\n", (("address", TEXT), ("reason", TEXT))),
 })
+
+
+# --- per-destination TLS (tlsdestinations, domaincerts, DANE, MTA-STS; tlsrule.py) - H-C "policy" ---
+
+class TLSRequiredBy(TLSRequired):
+    """A policy other than tlsstrictness 2 required TLS and no server would do it:
+    required names it ("control/tlsdestinations line 3", "DANE TLSA records of HOST")."""
+    template = (b"Sorry, no server would take the message over TLS, as %(required)s requires "
+                b"(%(reasons)s). (#4.7.5)\n")
+    fields = (("required", TEXT), ("reasons", RAW), ("more", RAW))
+
+    def text(self):
+        return self.template % {b"required": safe_text(self.required),
+                                b"reasons": listing(self.reasons, self.MAX_REASONS, self.more)}
+
+
+TABLE.update({
+    # a TLS rule needs a tlsc-io option this installation does not have yet
+    "TLSOptionMissing": ("Failure", Z, False, b"Unable to start TLS: the TLS rule needs %(what)s, which tlsc-io "
+                         b"cannot do. (#4.3.0)\n", (("what", TEXT),)),
+})

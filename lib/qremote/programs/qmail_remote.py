@@ -86,9 +86,46 @@ def first_plan(host, sender, controls):
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
     localip, helohost = routes.domainips_for(sender)
-    return Plan(control.tls_policy(), targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
+    policy = control.tls_policy()
+    targets, rules = tls_rules(policy, targets, host, sender, routed)
+    return Plan(policy, targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
                 source=(route.localip if routed else None) or localip, helohost=helohost,
-                auth=route.where if routed else None)
+                auth=route.where if routed else None, rules=rules)
+
+
+def tls_rules(policy, targets, host, sender, routed, lookup=None, sts=None, memory=None):
+    """(targets, rules): each target's TLS rule (tlsrule.decide), with tlsdestinations'
+    port and SMTPS/QMTPS override applied to the target; rules None when only
+    tlsstrictness speaks (no tlsdestinations, no domaincerts: the plan of before).
+    lookup: the resolver's Lookup (its .dane: {target name: Dane}), when it has one;
+    sts: the MTA-STS policy of host (MX deliveries only), or None; memory: a function
+    MX name -> remembered level or None (control/tlsmemory on), or None.
+    TODO(lead): first_plan passes lookup (H-A), sts (H-D) and memory (H-E)."""
+    destinations, domaincerts = control.read_lines("tlsdestinations"), control.read_lines("domaincerts")
+    dane = getattr(lookup, "dane", None) or {}
+    if destinations is None and not domaincerts and not dane and sts is None and memory is None:
+        return targets, None  # tlsstrictness alone: not even tlsdest's import
+    from .. import tlsdest, tlsrule
+    from ..candidates import Target
+
+    dests = None if destinations is None else tlsdest.parse(destinations)
+    sender_domain = sender.rpartition(b"@")[2]
+    client = tlsdest.client_for(sender_domain, domaincerts or [])
+    rules, moved = [], []
+    for target in targets:
+        rule = tlsrule.decide(policy, dests, host, target.name, sender_domain, dane=dane.get(target.name),
+                              sts=None if routed else sts, memory=memory(target.name) if memory else None,
+                              routed=routed, client=client)
+        for named, path in rule.checks:
+            tlsdest.check_file(named, path)
+        if rule.uses_tls:
+            tlsrule.tlsc_options(rule)  # a rule tlsc-io cannot enforce: Z now, before any connection
+        if rule.port is not None and (rule.port, rule.protocol or target.protocol) != (target.port, target.protocol):
+            target = Target(target.ip, target.family, rule.port, target.pref, target.name,
+                            rule.protocol or target.protocol)
+        moved.append(target)
+        rules.append(rule)
+    return moved, rules
 
 
 def qmtp_skipped(attempt, plan):
@@ -232,8 +269,9 @@ def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never
     qmail-remote-qmtp for QMTPS (TLS from the first byte); on failure this program
     again with the plan, this attempt first."""
     from ..tlsc import PROGRAM as TLSC, build_tlsc, server_name
+    from ..tlsrule import tlsc_options
 
-    policy = plan.policy
+    options = tlsc_options(plan.rule_of(attempt))  # before anything: a rule tlsc-io cannot enforce is a Z
     myself = paths.sibling(PROGRAM)
     continuation = [myself.encode(), (chainargv.RESUME + plan.dump(first=attempt)).encode(), host, sender]
     if attempt.target.protocol == QMTPS:
@@ -246,13 +284,10 @@ def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never
                                   ehlo=plan.helohost or controls.helohost, greeting=attempt.target.protocol == SMTPS,
                                   auth=plan.auth)
     path = paths.sibling(TLSC)
-    # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
-    # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing
-    anchors = policy.anchors if policy.verify else None
     # the handshake is part of the opening: it ends by the plan's deadline too
     handshake = max(1, min(controls.timeoutconnect, int(plan.remaining(time.monotonic()) + 0.999)))
-    argv = build_tlsc(path, server_name(attempt.target), anchors, policy.clientcert, policy.clientkey,
-                      policy.verify, handshake, controls.timeoutremote, continuation + recipients, prog,
+    argv = build_tlsc(path, server_name(attempt.target), options["anchors"], options["cert"], options["key"],
+                      options["verify"], handshake, controls.timeoutremote, continuation + recipients, prog,
                       report=True)
     on_fds_6_and_7(sock)
     run_next(path, argv)
