@@ -12,21 +12,40 @@ from .routes import MX
 
 def targets_for(host, route, timeoutdns=None):
     """Targets for host, or the route's relay; raises the stock DNS failures."""
+    return lookup_for(host, route, timeoutdns, dane=False).targets
+
+
+class Literal:
+    """What an IP literal (a domain or relay given as an address) has instead of a Lookup:
+    its one target, no DNSSEC (no DANE), no MTA-STS, no answers."""
+
+    __slots__ = ("targets",)
+    dane, sts, answers = {}, None, []
+
+    def __init__(self, targets):
+        self.targets = targets
+
+
+def lookup_for(host, route, timeoutdns=None, dane=False, sts=False):
+    """The resolver's Lookup for host, or the route's relay (targets, dane, sts, answers):
+    dane asks each host's TLSA beside its addresses when DNSSEC validated them; sts asks
+    _mta-sts.<host> TXT beside the MX query (MX deliveries only). Raises the stock DNS
+    failures."""
     if route is not MX:
         literal = parse_literal(route.relay)
         if literal is not None:
-            return usable_literal(Target(literal[0], literal[1], route.port, 0, route.relay, route.protocol),
-                                  failures.Z)
+            return Literal(usable_literal(Target(literal[0], literal[1], route.port, 0, route.relay, route.protocol),
+                                          failures.Z))
         from . import resolver
-        targets = resolver.relay_targets(route.relay, route.port, timeoutdns)
-        for target in targets:
+        lookup = resolver.relay_lookup(route.relay, route.port, timeoutdns, dane=dane)
+        for target in lookup.targets:
             target.protocol = route.protocol
-        return targets
+        return lookup
     literal = parse_literal(host)
     if literal is not None:
-        return usable_literal(Target(literal[0], literal[1], 25, 0, host), failures.D)
+        return Literal(usable_literal(Target(literal[0], literal[1], 25, 0, host), failures.D))
     from . import resolver
-    return resolver.mx_targets(host, timeoutdns)
+    return resolver.mx_lookup(host, timeoutdns, dane=dane, sts=sts)
 
 
 def usable_literal(target, letter):

@@ -560,7 +560,8 @@ def test_relay_by_name_uses_a_and_aaaa_only(home, server, stub):
     stub.add("relayhost.test", "MX", "10 elsewhere.test.").add("relayhost.test", "A", "127.0.0.1")
     home.route("example.test:relayhost.test:%d" % smtp.port)
     assert remote(home, stub)[1] == b"r\0" + accepted_by("127.0.0.1")
-    assert sorted(q[1] for q in stub.asked()) == ["A", "AAAA"]  # no MX query at all
+    # no MX query at all (DANE asks the relay's TLSA beside its addresses: doc/dane.html)
+    assert sorted(q[1] for q in stub.asked()) == ["A", "AAAA", "TLSA"]
 
 
 # --- dnspython is loaded only for a name that is not ASCII -----------------------------------

@@ -36,6 +36,7 @@ from ..smtp.opening import BROKEN, NO_TLS, TLS, Opening
 from ..wire import Channel, Dropped, converse, quit
 
 PROGRAM = "qmail-remote"
+STS_CACHE = "run/qmail-remote/mta-sts/"  # mtasts.cache.DIRECTORY: one file per policy domain
 
 
 def main():
@@ -81,16 +82,48 @@ def first_plan(host, sender, controls):
     from ..candidates import apply_prefme
 
     route = routes.route_for(host, sender)
-    targets = resolve.require_some(resolve.targets_for(host, route, controls.timeoutdns))
     routed = route is not routes.MX
+    # MTA-STS (doc/mta-sts.html) is for deliveries by MX only; its TXT goes beside the MX query
+    sts_on = not routed and mta_sts_enabled()
+    lookup = resolve.lookup_for(host, route, controls.timeoutdns, dane=dane_enabled(), sts=sts_on)
+    targets = resolve.require_some(lookup.targets)
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
     localip, helohost = routes.domainips_for(sender)
     policy = control.tls_policy()
-    targets, rules = tls_rules(policy, targets, host, sender, routed)
+    sts = sts_policy(host, lookup.sts) if sts_on else None
+    targets, rules = tls_rules(policy, targets, host, sender, routed, lookup, sts)
     return Plan(policy, targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
                 source=(route.localip if routed else None) or localip, helohost=helohost,
                 auth=route.where if routed else None, rules=rules)
+
+
+def dane_enabled():
+    """DANE (doc/dane.html) is on unless control/dane says 0: it acts only on answers a
+    validating resolver marked secure (AD), so without one nothing changes."""
+    return control.read_number("dane", 1, "0 or 1") != 0
+
+
+def mta_sts_enabled():
+    """control/mtasts: 0 turns MTA-STS off; absent or empty: on (doc/mta-sts.html)."""
+    return control.read_number("mtasts", 1, "0 (off) or 1 (on)") != 0
+
+
+def sts_policy(host, txt):
+    """The MTA-STS policy of host for the TLS rules: an enforce policy, or None. A testing
+    policy changes nothing (the trace says what enforce would have done)."""
+    from .. import hostname
+
+    try:
+        domain = host.decode("ascii") if host.isascii() else hostname.to_ascii(host.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError, hostname.InvalidName: no such policy domain
+        return None
+    if txt == [] and not os.path.exists(STS_CACHE + domain.lower().rstrip(".")):
+        return None  # no record and nothing cached: most domains; mtasts is not even loaded
+    from .. import mtasts
+
+    policy, event = mtasts.policy_for(domain.rstrip("."), txt, time.time(), mtasts.TIMEOUT)
+    return policy if policy is not None and policy.mode == "enforce" else None
 
 
 def tls_rules(policy, targets, host, sender, routed, lookup=None, sts=None, memory=None):
