@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto
+from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto, trace
 from ..candidates import QMTP, QMTPS, SMTPS
 from ..plan import CLEAR, Plan
 from ..smtp.opening import BROKEN, NO_TLS, TLS, Opening
@@ -53,6 +53,7 @@ def deliver(argv, reporter):
         raise failures.NoHome() from None
     controls = control.Controls.load()
     addresses.envelope(sender, recipients)  # refuse CR/LF/NUL before any connection
+    trace.begin(state is None, host, sender, recipients)
     plan = first_plan(host, sender, controls) if state is None else resumed_plan(state)
 
     backoff = tcpto.Backoff()
@@ -82,6 +83,7 @@ def first_plan(host, sender, controls):
 
     route = routes.route_for(host, sender)
     targets = resolve.require_some(resolve.targets_for(host, route, controls.timeoutdns))
+    trace.route(route, targets)
     routed = route is not routes.MX
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
@@ -124,6 +126,7 @@ def connect_one(group, plan, controls, backoff):
         if error:
             failed[target.ip] = "connect timed out" if timed_out else "connect failed: %s" % os.strerror(error)
             plan.unreachable(target, failed[target.ip])
+        trace.attempt(target, failed.get(target.ip))
 
     timeout = min(controls.timeoutconnect, plan.remaining(time.monotonic()))
     sources = controls.outgoingip
@@ -165,16 +168,20 @@ def try_server(sock, attempt, plan, controls, host, sender, recipients):
     try:
         converse(channel, opening)
     except Dropped as error:
+        trace.result("connection died: %s" % error)
         sock.close()
         plan.server_failed(attempt, failures.ConnectionDied(ip, why=str(error).encode(), too_long=error.too_long))
         return
     except (failures.GreetingFailed, failures.HeloRejected) as failure:
+        trace.result(failure.text())
         quit(channel)
         sock.close()
         plan.server_failed(attempt, failure)
         return
     if opening.outcome == TLS:
         start_tls(sock, attempt, plan, controls, host, sender, recipients)
+    if opening.outcome in (BROKEN, NO_TLS):  # TLS wanted, not to be had here (RFC 8460's words)
+        trace.result(opening.why, "validation-failure" if opening.outcome == BROKEN else "starttls-not-supported")
     if opening.outcome == BROKEN:
         sock.close()
         plan.broken_tls(attempt, opening.why)
