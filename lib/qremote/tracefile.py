@@ -1,6 +1,13 @@
-"""The trace's one line (doc/trace.html, schema version 1): assembled from the memfd's
-events by the program that writes the delivery's K, Z or D (report.py), appended to
-TRACEDIR/YYYY-MM-DD.jsonl with one O_APPEND write. Loaded only when tracing.
+"""The trace's work (doc/trace.html, schema version 1), loaded only when tracing: the
+memfd and its event lines (trace.py's hooks call here), and the one line assembled from
+them by the program that writes the delivery's K, Z or D (report.py), appended to
+TRACEDIR/YYYY-MM-DD.jsonl with one O_APPEND write.
+
+An event line (private to this module): KIND, then TAB KEY=VALUE per field, VALUE in
+JSON (encode below), so the assembler splices values without parsing them and no
+program loads the json module (it imports re: milliseconds per start). The memfd's
+first line, "begin", holds the trace directory and the delivery's start. At most
+MAX_EVENTS bytes of events per delivery; later ones are dropped and counted as one.
 
 One write with O_APPEND to a regular file is never interleaved with another (the
 kernel holds the file's lock for the whole write), so concurrent deliveries each add
@@ -13,8 +20,10 @@ when it is a regular file. Any failure: no line, and the report is unchanged.
 import posix
 import time
 
-from .trace import FD, MAX_EVENTS, encode
+from . import trace
 
+MAX_EVENTS = 1 << 20  # bytes of events a delivery may leave in its memfd
+MAX_STRING = 2048     # characters of one string value (a server's text, a DNS record)
 MAX_LINE = 65536
 VERSION = 1
 
@@ -27,10 +36,150 @@ ORDER = ("host", "sender_domain", "recipient_domains", "recipients", "route", "d
 DROP = ("events", "replies", "qmtp_replies", "dns", "attempts")
 
 
-def finish(letter, text):
-    if FD is None:
+def event(fd, kind, fields):
+    try:
+        data = ("%s%s\n" % (kind, "".join("\t%s=%s" % (k, encode(v)) for k, v in fields.items()))).encode(
+            "utf-8", "replace")
+        if posix.lseek(fd, 0, 2) + len(data) <= MAX_EVENTS:  # 2: SEEK_END
+            posix.write(fd, data)
+    except Exception:  # noqa: BLE001 - a trace never stops a delivery
+        pass
+
+
+_ESCAPES = {i: "\\u%04x" % i for i in range(32)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", 8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r",
+                 0x7f: "\\u007f"})
+
+
+def encode(value):
+    """JSON text of value: None, bool, int, float, str, bytes (UTF-8, bad bytes replaced),
+    list or tuple, dict with str keys. Strings are cut to MAX_STRING characters."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return "%d" % value
+    if isinstance(value, float):
+        return "%.4f" % value if value == value and abs(value) < 1e15 else "null"
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return '"%s"' % value[:MAX_STRING].translate(_ESCAPES)
+    if isinstance(value, dict):
+        return "{%s}" % ",".join("%s:%s" % (encode(str(k)), encode(v)) for k, v in value.items())
+    return "[%s]" % ",".join(encode(v) for v in value)
+
+
+# --- the hooks' work (trace.py) ---
+
+def begin(control, host, sender, recipients):
+    """The memfd of a new trace (control: control/tracedir, open), or None."""
+    try:
+        try:
+            line = posix.read(control, 4097).split(b"\n", 1)[0].rstrip(b" \t\r")
+        finally:
+            posix.close(control)
+        if not line or len(line) > 4096 or any(c < 32 or c == 127 for c in line):
+            return None  # an odd control/tracedir: no trace, and no Z for it
+        fd = posix.memfd_create("qremote-trace", 0)  # flags 0: not close-on-exec
+        low = []
+        while fd < trace.LOW_FD:
+            low.append(fd)
+            fd = posix.dup(fd)
+        for extra in low:
+            posix.close(extra)
+        posix.set_inheritable(fd, True)
+        posix.write(fd, b"begin\tdir=%s\twall=%r\tmono=%r\n" % (line.hex().encode(), time.time(), time.monotonic()))
+    except Exception:  # noqa: BLE001 - no memfd (an old kernel), no descriptor left: no trace
+        return None
+    posix.environ[trace.VARIABLE] = b"%d" % fd  # os.environ's data: the chain's environment
+    event(fd, "delivery", {"host": host, "sender_domain": _domain(sender),
+                           "recipient_domains": sorted({_domain(r) for r in recipients}),
+                           "recipients": len(recipients)})
+    return fd
+
+
+def _domain(address):
+    return address.rpartition(b"@")[2].lower() if b"@" in address else b""
+
+
+def route(fd, chosen, lookup):
+    """The route kind and what DNS gave: lookup.answers when the resolver keeps them
+    ([(name, type, status, ad, [records])]), else the targets themselves."""
+    if chosen is None:
+        kind = "mx"
+    elif (getattr(chosen, "where", None) or "").startswith("authsenders"):
+        kind = "authsenders"
+    elif getattr(chosen, "protocol", "smtp") in ("qmtp", "qmtps"):
+        kind = "qmtproutes"
+    else:
+        kind = "smtproutes"
+    event(fd, "route", {"route": kind})
+    answers = getattr(lookup, "answers", None)
+    if answers is not None:
+        for name, rdtype, status, ad, records in answers:
+            event(fd, "dns", {"name": name, "type": rdtype, "status": status, "ad": bool(ad),
+                              "records": list(records)})
         return
-    data = posix.pread(FD, MAX_EVENTS + 1, 0)
+    found = {}
+    for target in getattr(lookup, "targets", lookup):
+        found.setdefault((target.name, "AAAA" if ":" in target.ip else "A"), []).append(target.ip)
+    for (name, rdtype), ips in found.items():
+        event(fd, "dns", {"name": name.rstrip(b"."), "type": rdtype, "status": "ok", "ad": False, "records": ips,
+                          "source": "targets"})
+
+
+
+def attempt(fd, target, failed):
+    event(fd, "attempt", {"ip": target.ip, "name": target.name.rstrip(b"."), "port": target.port,
+                          "protocol": getattr(target, "protocol", "smtp"), "t": time.monotonic() - _start(fd),
+                          "result": failed or "connected", "failure": None})
+
+
+def result(fd, text, failure=None):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    event(fd, "result", {"result": text.split("\n", 1)[0], "failure": failure})
+
+
+def _start(fd):
+    """The delivery's time.monotonic() start, from the memfd's first line."""
+    try:
+        return float(posix.pread(fd, 512, 0).split(b"\n", 1)[0].rpartition(b"\tmono=")[2])
+    except (OSError, ValueError):
+        return 0.0
+
+
+def tls_done(fd, env):
+    event(fd, "tls", {"version": env.get(b"SSL_PROTOCOL"), "cipher": env.get(b"SSL_CIPHER"),
+                      "verified": env.get(b"SSL_PEER_VERIFIED") == b"1", "by": env.get(b"SSL_PEER_VERIFIED_BY"),
+                      "sni": env.get(b"SSL_TLS_SNI_SERVERNAME")})
+    result(fd, "tls")
+
+
+# tlsc.KINDS -> RFC 8460 result-type (section 4.3); None: nothing to report to the domain
+RESULT_TYPES = {"verify": "certificate-not-trusted", "name": "certificate-host-mismatch",
+                "depth": "certificate-not-trusted", "dane": "validation-failure", "pin": "validation-failure",
+                "timeout": "validation-failure", "closed": "validation-failure", "handshake": "validation-failure",
+                "local": None}
+
+
+def result_type(kind, text=""):
+    if kind == "verify" and "expired" in text:
+        return "certificate-expired"
+    return RESULT_TYPES.get(kind, "validation-failure")
+
+
+# --- the line ---
+
+def finish(letter, text):
+    fd = trace.FD
+    if fd is None:
+        return
+    data = posix.pread(fd, MAX_EVENTS + 1, 0)
     lines = data.split(b"\n")[:-1]  # a last line without its LF is incomplete
     if not lines or not lines[0].startswith(b"begin\t"):
         return

@@ -12,17 +12,17 @@ from tests.support.traceschema import check
 @pytest.mark.parametrize("value", [None, True, False, 0, -7, 2 ** 40, 1.5, "", "plain", 'q"uote\\back',
                                    "tab\tnl\ncr\r\0nul\x7fdel\x1b", "é ünïcode ✓", [1, "a", None], {"k": [True]}])
 def test_encode_is_json(value):
-    assert json.loads(trace.encode(value)) == (round(value, 4) if isinstance(value, float) else value)
+    assert json.loads(tracefile.encode(value)) == (round(value, 4) if isinstance(value, float) else value)
 
 
 def test_encode_bytes_and_bounds():
-    assert json.loads(trace.encode(b"\xff\xfebad \x00 bytes")) == "\ufffd\ufffdbad \x00 bytes"
-    assert json.loads(trace.encode("x" * 10000)) == "x" * trace.MAX_STRING
-    assert trace.encode(float("nan")) == "null"
+    assert json.loads(tracefile.encode(b"\xff\xfebad \x00 bytes")) == "\ufffd\ufffdbad \x00 bytes"
+    assert json.loads(tracefile.encode("x" * 10000)) == "x" * tracefile.MAX_STRING
+    assert tracefile.encode(float("nan")) == "null"
 
 
 def event_line(kind, **fields):
-    return ("%s%s" % (kind, "".join("\t%s=%s" % (k, trace.encode(v)) for k, v in fields.items()))).encode()
+    return ("%s%s" % (kind, "".join("\t%s=%s" % (k, tracefile.encode(v)) for k, v in fields.items()))).encode()
 
 
 BASE = [event_line("delivery", host="example.com", sender_domain="example.org", recipient_domains=["example.com"],
@@ -73,7 +73,7 @@ def test_finish_appends_one_line(tmp_path, monkeypatch):
     fd = os.memfd_create("t", 0)
     os.write(fd, b"begin\tdir=%s\twall=1796640000.0\tmono=0.0\n" % str(tmp_path).encode().hex().encode())
     os.write(fd, b"\n".join(BASE) + b"\n" + b"reply\tcode=2")  # a last line without LF: left out
-    monkeypatch.setattr(tracefile, "FD", fd)
+    monkeypatch.setattr(trace, "FD", fd)
     tracefile.finish("K", b"ok\n")
     tracefile.finish("Z", b"again\n")
     data = (tmp_path / "2026-12-07.jsonl").read_bytes()
