@@ -120,6 +120,14 @@ def remembered(name, now, days):
     return found[0].decode("ascii"), date(found[1])
 
 
+def reason(name, found):
+    """What a Z says of a remembered host (found: remembered()'s answer), for the lead's
+    TLS rule: e.g. "mx.example.org did verified TLS on 2026-12-07 (control/tlsmemory)"."""
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return "%s did %s TLS on %s (control/tlsmemory)" % (name.rstrip("."), found[0], found[1])
+
+
 def record(name, verified, now):
     """After a K over TLS with host name: keep its level and now (seconds)."""
     name = host_name(name)

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tests.support.chain import decode_reports
-from tests.support.smtpserver import CLOSE
+from tests.support.net import needs_root
+from tests.support.smtpserver import CLOSE, SMTPServer
 from tests.support.traceschema import check
 
 MSG = b"Subject: trace\n\nthe body must never reach the trace: BODYMARK\n"
@@ -187,3 +188,65 @@ def test_tls_failure_report_through_tlsc_io_is_traced(home, server, pki):
     trace = check(line)
     assert trace["attempts"][0]["result"].startswith("tls failed: closed")
     assert decode_reports(raw)[-1][1].rstrip(b"\n").decode() == trace["report"]["text"]
+
+
+@pytest.fixture
+def dns_stub():
+    from tests.support.dnsserver import DNSServer
+    stub = DNSServer()
+    yield stub
+    stub.stop()
+
+
+@needs_root
+def test_resume_to_the_next_mx_after_a_bad_certificate(home, pki, dns_stub):
+    """tlsc-io fails on the first MX (untrusted certificate), qmail-remote resumes, and the
+    second MX takes the message over verified TLS: both attempts, the TLS facts, one line."""
+    try:
+        bad = SMTPServer("127.0.9.2", 25, tls_cert=pki.untrusted("a.mx.test"))
+    except OSError as error:
+        pytest.skip("cannot listen on port 25: %s" % error)
+    good = SMTPServer("127.0.9.3", 25, tls_cert=pki.server("b.mx.test"))
+    try:
+        dns_stub.add("mx.test", "MX", "10 a.mx.test.", "20 b.mx.test.")
+        dns_stub.add("a.mx.test", "A", "127.0.9.2").add("b.mx.test", "A", "127.0.9.3")
+        home.control("trustanchors", pki.ca_file + "\n")
+        home.control("tlsstrictness", "2\n")
+        directory = traced(home)
+        _, raw = home.remote("mx.test", "s@src.example", "r@mx.test", message=MSG, DNSCACHEIP=dns_stub.address())
+        assert raw.startswith(b"r\0K127.0.9.3 accepted message. (TLSv1.") and b" verified, cipher " in raw, raw
+        line, = trace_lines(directory)
+        trace = check(line)
+        assert trace["route"] == "mx"
+        assert {(d["name"], d["records"][0]) for d in trace["dns"]} == {("a.mx.test", "127.0.9.2"),
+                                                                         ("b.mx.test", "127.0.9.3")}
+        first, second = trace["attempts"]
+        assert (first["name"], first["failure"]) == ("a.mx.test", "certificate-not-trusted")
+        assert first["result"].startswith("tls failed: verify: ")
+        assert (second["name"], second["result"], second["failure"]) == ("b.mx.test", "tls", None)
+        assert trace["tls"]["verified"] is True and trace["tls"]["sni"] == "b.mx.test"
+        assert trace["replies"][:3] == [220, 250, 220] and trace["replies"][-1] == 250
+    finally:
+        bad.stop()
+        good.stop()
+
+
+def test_qmtp_route(home):
+    from tests.support.qmtpserver import SpecQMTP
+    with SpecQMTP() as s:
+        home.control("qmtproutes", "example.org:127.0.0.1;%d\n" % s.port)
+        directory = traced(home)
+        _, raw = home.remote("example.org", "s@src.example", "a@example.org", "b@example.org", message=MSG)
+        assert b"accepted message over QMTP" in raw, raw
+    trace = check(trace_lines(directory)[0])
+    assert trace["route"] == "qmtproutes" and trace["attempts"][0]["protocol"] == "qmtp"
+    assert trace["qmtp_replies"] == ["K", "K"] and trace["replies"] == []
+
+
+def test_a_control_file_z_is_traced_without_a_route(home):
+    home.control("timeoutremote", "soon\n")
+    directory = traced(home)
+    _, raw = home.remote("example.org", "s@src.example", "r@example.org", message=MSG)
+    assert raw.startswith(b"ZInvalid control file control/timeoutremote"), raw
+    trace = check(trace_lines(directory)[0])
+    assert trace["route"] is None and trace["attempts"] == [] and trace["report"]["letter"] == "Z"

@@ -105,3 +105,9 @@ def test_after_delivery_needs_the_control_file_and_a_name(qmailhome):
     assert not memory_dir(qmailhome).exists()
     tlsmemory.after_delivery(env)
     assert tlsmemory.remembered("mx.example.org", int(time.time()) + 9 * DAY, 10)[0] == "encrypted"
+
+
+def test_reason_names_the_memory(qmailhome):
+    tlsmemory.record("mx.example.org", True, NOW)
+    found = tlsmemory.remembered(b"mx.example.org.", NOW, 30)
+    assert tlsmemory.reason(b"mx.example.org.", found) == "mx.example.org did verified TLS on 2026-12-07 (control/tlsmemory)"

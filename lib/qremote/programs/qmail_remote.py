@@ -51,9 +51,9 @@ def deliver(argv, reporter):
         os.chdir(paths.qmailhome())
     except OSError:
         raise failures.NoHome() from None
+    trace.begin(state is None, host, sender, recipients)  # before the control files: their Z is traced too
     controls = control.Controls.load()
     addresses.envelope(sender, recipients)  # refuse CR/LF/NUL before any connection
-    trace.begin(state is None, host, sender, recipients)
     plan = first_plan(host, sender, controls) if state is None else resumed_plan(state)
 
     backoff = tcpto.Backoff()
