@@ -72,11 +72,21 @@ def test_one_delivery_over_tls(home, server, pki):
     assert b"BODYMARK" not in line and b"a@example.org" not in line
 
 
-def test_without_tracedir_no_line_and_no_stray_descriptor(home, server, pki, tmp_path):
-    """QREMOTE_TRACE_FD from outside (no control/tracedir) is dropped, never written to."""
+def test_an_inherited_trace_variable_is_never_written_to(home, server, pki, tmp_path):
+    """QREMOTE_TRACE_FD from outside (no control/tracedir) naming an open file: dropped,
+    the file stays empty."""
     tls_route(home, server, pki)
-    _, raw = home.remote("example.org", "s@src.example", "a@example.org", message=MSG, QREMOTE_TRACE_FD="9")
-    assert raw.startswith(b"r\0K127.0.0.1 accepted message. (TLSv1."), raw
+    stray = tmp_path / "stray"
+    stray.write_bytes(b"")
+    with open(stray, "r+b") as target, open(home.message_file(MSG), "rb") as fd0:
+        def onto_9():
+            os.dup2(target.fileno(), 9)
+        done = subprocess.run([os.path.join(home.bindir, "qmail-remote"), "example.org", "s@src.example",
+                               "a@example.org"], stdin=fd0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              pass_fds=(target.fileno(), 9), preexec_fn=onto_9,
+                              env=home.env(QREMOTE_TRACE_FD="9"), timeout=60)
+    assert done.stdout.startswith(b"r\0K127.0.0.1 accepted message. (TLSv1."), done.stdout
+    assert stray.read_bytes() == b""
 
 
 def test_fifty_concurrent_deliveries_each_one_whole_valid_line(home, server, pki):

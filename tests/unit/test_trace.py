@@ -85,3 +85,17 @@ def test_finish_appends_one_line(tmp_path, monkeypatch):
 def test_event_without_tracing_writes_nothing(monkeypatch):
     monkeypatch.setattr(trace, "FD", None)
     trace.event("reply", code=250)  # nowhere to go: no error either
+
+
+@pytest.mark.parametrize("kind,text,expected", [
+    ("verify", "certificate verify failed: certificate has expired", "certificate-expired"),
+    ("verify", "certificate verify failed: self-signed certificate", "certificate-not-trusted"),
+    ("name", "hostname mismatch", "certificate-host-mismatch"),
+    ("depth", "chain too long", "certificate-not-trusted"),
+    ("dane", "no TLSA record matched", "validation-failure"),
+    ("closed", "the server closed the connection", "validation-failure"),
+    ("local", "unable to read the key", None),
+    ("some-new-kind", "", "validation-failure"),
+])
+def test_tls_failure_kinds_as_rfc8460_result_types(kind, text, expected):
+    assert tracefile.result_type(kind, text) == expected
