@@ -45,10 +45,24 @@ class Reporter:
     def final(self, letter, text):
         if not self.finished:
             self.finished = True
-            self._write(letter + _clean(text) + b"\0")
+            text = _clean(text)
+            self._write(letter + text + b"\0")
+            if b"QREMOTE_TRACE_FD" in os.environ:  # trace.VARIABLE: tracing (doc/trace.html)
+                _trace(letter, text)
 
     def failure(self, failure):
         self.final(failure.letter, failure.text())
+
+
+def _trace(letter, text):
+    """The delivery's trace line, after its report: whatever happens here, the report
+    stands and the exit status is 0."""
+    try:
+        from . import tracefile
+
+        tracefile.finish(letter.decode("ascii", "replace"), text)
+    except BaseException:  # noqa: BLE001 - a trace is never worth a delivery
+        pass
 
 
 def run_program(name, body, argv):

@@ -174,7 +174,8 @@ def decide(policy, dests=None, host=b"", mxname=b"", sender_domain=b"", dane=Non
     dane: an object with .state ("secure" "unusable" "none" "insecure" "failed"),
     .records [(u, s, m, data)], .base (bytes), .why (text) - or None (no DANE data);
     sts: an MTA-STS policy (.mode "enforce" "testing" "none", .matches(name)) or None;
-    memory: the remembered level ("verified", "encrypted") of mxname, or None;
+    memory: what tlsmemory.remembered() says of mxname, (level, date), or just the level
+    ("verified", "encrypted"), or None;
     client: (clientcert, clientkey, reference) of control/domaincerts, or None.
     """
     rule, level = _decide(policy, dests, host, mxname, sender_domain, dane, sts, routed)
@@ -182,7 +183,9 @@ def decide(policy, dests=None, host=b"", mxname=b"", sender_domain=b"", dane=Non
     # or no TLS by default): never an admin's line for this destination, never a stronger rule
     if memory and level >= 4 and (rule.mode in (MAY, FIRST) or rule.mode == NONE and rule.origin == "none"):
         rule.mode, rule.origin, rule.fallback = MUST, "memory", False
-        rule.required = "the TLS memory of %s" % _text(mxname)
+        level, date = memory if isinstance(memory, tuple) else (memory, None)
+        rule.required = "the TLS memory of %s" % _text(mxname) + (
+            " (it did %s TLS on %s, control/tlsmemory)" % (level, date) if date else "")
     if client is not None and rule.uses_tls:
         rule.clientcert, rule.clientkey, rule.clientref = client
     return rule

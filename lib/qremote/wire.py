@@ -18,6 +18,7 @@ import posix as os
 import select
 import time
 
+from . import trace
 from .smtp import commands
 from .smtp.reply import ReplyParser, ReplyTooLong
 
@@ -132,6 +133,7 @@ class Channel:
                     self.surplus = data[used:]
         except ReplyTooLong:
             raise Dropped("reply too long", too_long=True) from None
+        trace.event("reply", code=parser.reply.code)
         return parser.reply
 
     def _consume(self, count):

@@ -261,3 +261,37 @@ def test_auth_modules_only_in_qmail_remote_io(audit, server):
     # itself imports os, so os.py cannot be checked here)
     assert forbidden(loaded["qmail-remote-io"], ("hashlib", "_hashlib", "hmac", "qremote.control")) == []
     assert "qremote.scramcache" not in loaded["qmail-remote-io"]  # SCRAM's alone
+
+
+# the trace (doc/trace.html): its assembler and any JSON module only when control/tracedir is set
+TRACE_WRITER = ("qremote.tracefile",)
+JSON = ("json", "_json")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "starttls"])
+def test_trace_costs_no_import_without_tracedir(audit, server, pki, tls):
+    s = server(tls_cert=pki.server("127.0.0.1") if tls else None)
+    audit.route("example.org:127.0.0.1:%d" % s.port)
+    if tls:
+        tls_setup(audit, pki, 0)
+    for traced in (False, True):
+        if traced:
+            os.makedirs(os.path.join(audit.path, "trace"))
+            audit.control("tracedir", os.path.join(audit.path, "trace") + "\n")
+        _, raw = audit.remote("example.org", "s@src.example", "r@example.org", message=MSG)
+        delivered(raw, "127.0.0.1")
+        loaded = audit.loaded()
+        for program, modules in loaded.items():
+            assert forbidden(modules, JSON) == [], program  # never: the trace writes its JSON by hand
+            if not program.endswith("-child"):  # tlsc-io's relay forks before the handshake's event
+                assert bool(forbidden(modules, TRACE_WRITER)) is traced, program
+    assert len(os.listdir(os.path.join(audit.path, "trace"))) == 1
+
+
+def test_trace_module_imports_nothing_new():
+    """qremote.trace (the hooks every program calls) loads no module beyond itself."""
+    from tests.conftest import TOP
+    code = ("import sys; sys.path.insert(0, %r); before = set(sys.modules); import qremote.trace; "
+            "print(' '.join(sorted(set(sys.modules) - before)))" % os.path.join(TOP, "lib"))
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["qremote", "qremote.trace"]

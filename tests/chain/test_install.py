@@ -60,14 +60,14 @@ def test_layout(tree):
 def test_man_pages_where_qmail_puts_its_own(tree):
     man8 = tree / "man" / "man8"
     for name in ("qmail-remote", "qmail-remote-io", "qmail-remote-qmtp", "tlsc-io", "qmail-tcpto6",
-                 "qmail-tcpok6", "qmail-remote-route", "qmail-tlsrpt", "qmail-mta-sts"):
+                 "qmail-tcpok6", "qmail-remote-route", "qmail-tlsrpt", "qmail-mta-sts", "qmail-tlsmemory"):
         page = man8 / (name + ".8")
         assert page.read_text() == (pathlib.Path(TOP) / "doc" / "man" / (name + ".8")).read_text()
         assert stat.S_IMODE(page.stat().st_mode) == 0o644
     assert (man8 / "qmail-remote.8.orig").read_text() == ".TH qmail-remote 8\n(stock)\n"
     assert sorted(os.listdir(man8)) == sorted([n + ".8" for n in ("qmail-remote", "qmail-remote-io", "qmail-remote-qmtp",
                                                                    "tlsc-io", "qmail-tcpto6", "qmail-tcpok6",
-                                                                  "qmail-remote-route", "qmail-tlsrpt", "qmail-mta-sts")]
+                                                                  "qmail-remote-route", "qmail-tlsrpt", "qmail-mta-sts", "qmail-tlsmemory")]
                                                + ["qmail-remote.8.orig"])  # not one .orig of ours
 
 

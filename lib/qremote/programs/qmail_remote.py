@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto
+from .. import addresses, chainargv, connect, control, failures, paths, report, tcpto, trace
 from ..candidates import QMTP, QMTPS, SMTPS
 from ..plan import CLEAR, Plan
 from ..smtp.opening import BROKEN, NO_TLS, TLS, Opening
@@ -52,6 +52,7 @@ def deliver(argv, reporter):
         os.chdir(paths.qmailhome())
     except OSError:
         raise failures.NoHome() from None
+    trace.begin(state is None, host, sender, recipients)  # before the control files: their Z is traced too
     controls = control.Controls.load()
     addresses.envelope(sender, recipients)  # refuse CR/LF/NUL before any connection
     plan = first_plan(host, sender, controls) if state is None else resumed_plan(state)
@@ -86,13 +87,14 @@ def first_plan(host, sender, controls):
     # MTA-STS (doc/mta-sts.html) is for deliveries by MX only; its TXT goes beside the MX query
     sts_on = not routed and mta_sts_enabled()
     lookup = resolve.lookup_for(host, route, controls.timeoutdns, dane=dane_enabled(), sts=sts_on)
+    trace.route(route, lookup)
     targets = resolve.require_some(lookup.targets)
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
     localip, helohost = routes.domainips_for(sender)
     policy = control.tls_policy()
     sts = sts_policy(host, lookup.sts) if sts_on else None
-    targets, rules = tls_rules(policy, targets, host, sender, routed, lookup, sts)
+    targets, rules = tls_rules(policy, targets, host, sender, routed, lookup, sts, tls_memory())
     return Plan(policy, targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
                 source=(route.localip if routed else None) or localip, helohost=helohost,
                 auth=route.where if routed else None, rules=rules)
@@ -126,14 +128,25 @@ def sts_policy(host, txt):
     return policy if policy is not None and policy.mode == "enforce" else None
 
 
+def tls_memory():
+    """control/tlsmemory on: a function MX name -> (level, date) it did TLS, or None
+    (doc/tlsmemory.html); off (the default): None."""
+    from .. import tlsmemory
+
+    days = tlsmemory.configured_days()
+    if not days:
+        return None
+    now = time.time()
+    return lambda name: tlsmemory.remembered(name, now, days)
+
+
 def tls_rules(policy, targets, host, sender, routed, lookup=None, sts=None, memory=None):
     """(targets, rules): each target's TLS rule (tlsrule.decide), with tlsdestinations'
     port and SMTPS/QMTPS override applied to the target; rules None when only
     tlsstrictness speaks (no tlsdestinations, no domaincerts: the plan of before).
     lookup: the resolver's Lookup (its .dane: {target name: Dane}), when it has one;
     sts: the MTA-STS policy of host (MX deliveries only), or None; memory: a function
-    MX name -> remembered level or None (control/tlsmemory on), or None.
-    TODO(lead): first_plan passes lookup (H-A), sts (H-D) and memory (H-E)."""
+    MX name -> (level, date) remembered or None (control/tlsmemory on), or None."""
     destinations, domaincerts = control.read_lines("tlsdestinations"), control.read_lines("domaincerts")
     dane = getattr(lookup, "dane", None) or {}
     if destinations is None and not domaincerts and not dane and sts is None and memory is None:
@@ -194,6 +207,7 @@ def connect_one(group, plan, controls, backoff):
         if error:
             failed[target.ip] = "connect timed out" if timed_out else "connect failed: %s" % os.strerror(error)
             plan.unreachable(target, failed[target.ip])
+        trace.attempt(target, failed.get(target.ip))
 
     timeout = min(controls.timeoutconnect, plan.remaining(time.monotonic()))
     sources = controls.outgoingip
@@ -235,16 +249,20 @@ def try_server(sock, attempt, plan, controls, host, sender, recipients):
     try:
         converse(channel, opening)
     except Dropped as error:
+        trace.result("connection died: %s" % error)
         sock.close()
         plan.server_failed(attempt, failures.ConnectionDied(ip, why=str(error).encode(), too_long=error.too_long))
         return
     except (failures.GreetingFailed, failures.HeloRejected) as failure:
+        trace.result(failure.text())
         quit(channel)
         sock.close()
         plan.server_failed(attempt, failure)
         return
     if opening.outcome == TLS:
         start_tls(sock, attempt, plan, controls, host, sender, recipients)
+    if opening.outcome in (BROKEN, NO_TLS):  # TLS wanted, not to be had here (RFC 8460's words)
+        trace.result(opening.why, "validation-failure" if opening.outcome == BROKEN else "starttls-not-supported")
     if opening.outcome == BROKEN:
         sock.close()
         plan.broken_tls(attempt, opening.why)

@@ -67,6 +67,9 @@ def deliver(argv, reporter):
     quit(channel)
     note = b"; ".join(filter(None, (options.note, auth_note)))
     reporter.final(failures.K, accepted_report(transaction, note))
+    if b"SSL_PROTOCOL" in os.environ:  # over TLS: the downgrade memory (tlsmemory.py), after the report
+        from .. import tlsmemory
+        tlsmemory.after_delivery(os.environ)
 
 
 def accepted_report(transaction, note):

@@ -18,7 +18,7 @@ import time
 
 import _stat
 
-from .. import chainargv, failures, qmtp, report
+from .. import chainargv, failures, qmtp, report, trace
 from ..wire import Channel, Dropped
 
 PROGRAM = chainargv.QMTP
@@ -106,6 +106,7 @@ def read_replies(channel, expected, ip, reporter):
     try:
         while not replies.complete:
             for reply in replies.feed(channel.read_some(deadline)):
+                trace.event("qmtp", letter=reply.letter)
                 reporter.recipient(*failures.qmtp_recipient_report(ip, reply))
         replies.finish(channel.read_ready())  # too many replies: as far as they are already here
     except qmtp.ProtocolError as error:

@@ -12,7 +12,7 @@ into a bounce or an empty deferral.
 import posix as os  # the C functions os re-exports, without os.py (about 1 ms per start)
 import sys
 
-from .. import tlsc
+from .. import tlsc, trace
 from ..options import fsdecode
 from ..tlsc import FATAL_EXIT, USAGE_EXIT
 
@@ -96,6 +96,7 @@ def run(argv):
     for variable, value in tlscontext.environment(connection.sslobj, options.name, options.verify).items():
         if value is not None:
             env[variable] = value
+    trace.tls_done(env)
     # PROG's fds 6 and 7 are the cleartext end (dup2'd fds are inheritable); the network is the relay's
     os.dup2(clear, 6)
     os.dup2(clear, 7)
@@ -147,6 +148,7 @@ def _be_relay(connection, clear, relay_end, options):
 def fail(options, env, failure):  # never returns
     """The handshake failed: close the connection, then exec the continuation (or exit 111)."""
     line = failure.line()
+    trace.tls_failed(failure.kind, failure.text)
     for fd in {options.fdr, options.fdw}:
         _close(fd)
     if not options.continuation:
