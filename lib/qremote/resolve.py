@@ -20,7 +20,7 @@ class Literal:
     its one target, no DNSSEC (no DANE), no MTA-STS, no answers."""
 
     __slots__ = ("targets",)
-    dane, sts, answers = {}, None, []
+    dane, sts, answers = {}, None, None  # answers None: the trace lists the target itself
 
     def __init__(self, targets):
         self.targets = targets
