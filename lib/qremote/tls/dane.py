@@ -200,7 +200,8 @@ def verify_to_anchor(chain, index, names, now=None):
     """DANE-TA: chain[0] must verify up to chain[index] as the only trust anchor, and carry
     one of names. cryptography does the path validation (RFC 5280, its web PKI profile)."""
     from cryptography import x509
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+    from cryptography.x509.verification import (Criticality, ExtensionPolicy, PolicyBuilder, Store,
+                                                VerificationError)
 
     try:
         certificates = [x509.load_der_x509_certificate(bytes(der)) for der in chain[:index + 1]]
@@ -215,11 +216,28 @@ def verify_to_anchor(chain, index, names, now=None):
     name = first_matching(patterns, names)
     if name is None:
         raise DaneFailure("name %s not in the certificate" % " or ".join(names))
-    builder = PolicyBuilder().store(Store([certificates[index]]))
+    # the web PKI profile, except the criticality of subjectAltName and extendedKeyUsage:
+    # private CAs (DANE-TA's usual case; trustme too) mark them critical, which OpenSSL's
+    # own verification (Postfix's DANE) takes. An extendedKeyUsage must still allow serverAuth.
+    leaf_policy = ExtensionPolicy.webpki_defaults_ee().require_present(
+        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None).may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _server_usage)
+    builder = PolicyBuilder().store(Store([certificates[index]])).extension_policies(
+        ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy)
     if now is not None:
         builder = builder.time(now)
     try:
         verifier = builder.build_server_verifier(x509.DNSName(name))
         verifier.verify(leaf, certificates[1:index])
     except (VerificationError, ValueError) as error:
-        raise DaneFailure("DANE-TA chain does not verify: %s" % error) from None
+        text = str(error)
+        cut = text.find(" (encountered processing")  # a repr of the certificate: too long for a report
+        raise DaneFailure("DANE-TA chain does not verify: %s" % (text[:cut] if cut > 0 else text)) from None
+
+
+def _server_usage(policy, certificate, usages):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    if usages is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usages \
+            and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
+        raise ValueError("the certificate's extendedKeyUsage does not allow serverAuth")
