@@ -71,8 +71,11 @@ def build(options):
         context.check_hostname = False
         context.verify_mode = _ssl.CERT_NONE
     if options.ciphers is not None or options.anonymous:
-        # aNULL suites exist only below OpenSSL's security level 1
-        ciphers = (options.ciphers or "DEFAULT") + (":aNULL:@SECLEVEL=0" if options.anonymous else "")
+        # aNULL suites exist only at OpenSSL's security level 0; DEFAULT deletes them for good
+        # ("!COMPLEMENTOFDEFAULT"), so -n spells it with "-", then adds them last
+        ciphers = options.ciphers or ("ALL:-COMPLEMENTOFDEFAULT:!eNULL" if options.anonymous else "DEFAULT")
+        if options.anonymous:
+            ciphers += ":aNULL:@SECLEVEL=0"
         try:
             context.set_ciphers(ciphers)
         except _ssl.SSLError as error:
