@@ -116,10 +116,11 @@ def _password(reference):
 
 def check(sslobj, options):
     """What verified the server after a finished handshake (a tlsc.VERIFIED_BY value, or None),
-    for the checks OpenSSL does not do: -f, -D, the names of -m/-N, -d. TLSFailure otherwise."""
-    from . import dane
-
+    for the checks OpenSSL does not do: -f, -D, the names of -m/-N, -d. TLSFailure otherwise.
+    dane.py is imported only for those: plain STARTTLS loads nothing more."""
     if options.pins or options.tlsa:
+        from . import dane
+
         chain = [cert.public_bytes(_ssl.ENCODING_DER) for cert in sslobj.get_unverified_chain() or ()]
         try:
             if options.pins:
@@ -142,6 +143,8 @@ def check(sslobj, options):
             raise TLSFailure("depth", "the verified chain has %d intermediate certificates, more than -d %d allows"
                              % (intermediates, options.depth))
     if by_hand(options):
+        from . import dane
+
         references = [options.name] + options.names
         patterns = [value for kind, value in (sslobj.getpeercert() or {}).get("subjectAltName", ()) if kind == "DNS"]
         if dane.first_matching(patterns, references, options.name_check == "dn*") is None:
