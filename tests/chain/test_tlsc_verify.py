@@ -328,3 +328,29 @@ def test_domaincerts_password_failures_are_local(tlsc, prog, pki, servers, tmp_p
         assert "control/domaincerts line 3: the line changed" in why
     else:
         assert os.path.basename(key) in why
+
+
+# --- what qmail-remote-io says in the K ---
+
+@pytest.mark.parametrize("options,words", [
+    (lambda cert, ca: ["-D", "3 1 1 " + spki_sha256(der(cert))], b"TLSA validated DANE-EE"),
+    (lambda cert, ca: ["-f", hashlib.sha256(der(cert)).hexdigest()], b"CERT pinning"),
+    (lambda cert, ca: ["-a", ca, "-m", "dn"], b"verified CA+DN"),
+    (lambda cert, ca: ["-a", ca, "-v"], b"verified"),
+])
+def test_k_report_names_the_verification(tlsc, installed, pki, servers, tmp_path, options, words):
+    from tests.support.chain import decode_reports
+
+    cert, key = pki.server("mx.test")
+    s = servers(cert, key, mode="smtp")
+    path = tmp_path / "message"
+    path.write_bytes(b"Subject: x\n\nverified how\n")
+    io = os.path.join(installed, "qmail-remote-io")
+    with open(path, "rb") as fd0:
+        out, err, status = run(tlsc, s.port, ["-k", "mx.test"] + options(cert, pki.ca_file),
+                               [io, "-g", "-h", "tls.client.test", "--", "127.0.0.1", "a@src.test", "b@mx.test"],
+                               stdin=fd0)
+    (r, _), (k, text) = decode_reports(out)
+    assert (r, k) == ("r", "K"), out
+    first = text.split(b"\n")[0]
+    assert first.startswith(b"127.0.0.1 accepted message. (TLSv1.3 " + words + b", cipher "), first
