@@ -166,3 +166,23 @@ def test_pin_mismatch_says_so(chain):
 ])
 def test_name_matching(pattern, reference, wildcards, expected):
     assert dane.name_matches(pattern, reference, wildcards) is expected
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(0, 2000), flip=st.integers(0, 2000), byte=st.integers(0, 255))
+def test_der_walker_raises_only_der_error(chain, data, cut, flip, byte):
+    """Random bytes, and the real certificate cut or with one byte changed: spki() returns a
+    slice of its input or raises DerError, nothing else."""
+    mangled = bytearray(chain[0][:cut] if cut < len(chain[0]) else chain[0])
+    if mangled:
+        mangled[flip % len(mangled)] = byte
+    for candidate in (data, bytes(mangled)):
+        try:
+            found = dane.spki(candidate)
+        except dane.DerError:
+            continue
+        assert found in candidate and found[0] == 0x30
