@@ -49,8 +49,9 @@ _NO_WILDCARDS, _NO_PARTIAL_WILDCARDS = 0x2, 0x4  # X509_CHECK_FLAG_*
 
 
 def by_hand(options):
-    """Whether the name check is done after the handshake (ours: -m or -N on a DNS name)
-    rather than by OpenSSL during it (-v alone, or an address as -k)."""
+    """Whether the name check is done after the handshake, by us: -m dn or dn* with -N names
+    (OpenSSL checks one name only), -k a DNS name. Else OpenSSL checks -k during the handshake
+    (-v alone, -m without -N, an address as -k), or nothing does (-m ca)."""
     return (options.verify and options.name_check in ("dn", "dn*") and bool(options.names)
             and options.name is not None and not is_address(options.name))
 
