@@ -1,4 +1,5 @@
-"""The secret of an AUTH route, read by qmail-remote-io itself just before AUTH.
+"""The secret of an AUTH route, read by qmail-remote-io itself just before AUTH (and the
+password of a domaincerts client key, read by tlsc-io: domaincert_password).
 
 qmail-remote decides the route and passes only a reference, NAME:LINE:HEX (routes.reference):
 the file (smtproutes or authsenders), the line number, and the line with its password field
@@ -110,3 +111,22 @@ def read_file(where, path, private):
         raise failures.CredentialsUnusable(where, "%s: %s" % (shown, error.strerror)) from None
     finally:
         os.close(fd)
+
+
+def domaincert_password(reference):
+    """The password of a client key, for tlsc-io's -p domaincerts:LINE:HEX (None when the
+    line gives none): the line `senderdomain:certificate|keyfile|password` read again and
+    pinned as an AUTH route's is, the password inline or `file:PATH`."""
+    name, _, rest = reference.partition(":")
+    number, _, pinned = rest.partition(":")
+    where = "control/%s line %s" % (name, number)
+    if name != "domaincerts" or not number.isdigit():
+        raise failures.CredentialsUnusable("the reference " + reference[:60], "not domaincerts:LINE:HEX")
+    line = dict(read_lines(where, name)).get(int(number))
+    if line is None or secretless(line).hex() != pinned:
+        raise failures.CredentialsUnusable(where, "the line changed since this delivery began")
+    fields = line.partition(b":")[2].split(b"|")
+    secret = fields[2] if len(fields) > 2 else b""
+    if secret.startswith(b"file:"):
+        secret = from_file(where, secret[5:])
+    return secret or None

@@ -284,13 +284,15 @@ def recipient_report(ip, reply):
     return letter, b"%s does not like recipient.\n%s" % (ip, remote_said(reply))
 
 
-def accepted(ip, reply, protocol=None, cipher=None, verified=False, note=b""):
+def accepted(ip, reply, protocol=None, cipher=None, verified=False, note=b"", by=None):
     """The K text: stock's "IP accepted message." and the server's reply, with how the
     message travelled added to the first line: "(TLSv1.3 verified, cipher X)" over TLS,
-    or "(NOTE)" when it went in cleartext although TLS was wanted."""
+    or "(NOTE)" when it went in cleartext although TLS was wanted. by: tlsc-io's
+    SSL_PEER_VERIFIED_BY (bytes), said in s/qmail's words (VERIFIED_BY_WORDS)."""
     first = b"%s accepted message." % ip
     if protocol:
-        first += b" (%s %s" % (safe_text(protocol), b"verified" if verified else b"unverified")
+        how = VERIFIED_BY_WORDS.get(by) or (b"verified" if verified else b"unverified")
+        first += b" (%s %s" % (safe_text(protocol), how)
         first += b", cipher %s)" % safe_text(cipher) if cipher else b")"
     if note:
         first += b" (%s)" % safe_text(note)
@@ -333,6 +335,21 @@ TLS_KINDS = {  # tlsc-io's failure kinds (tlsc.KINDS) as reports say them
     "closed": b"connection closed during the TLS handshake: %s",
     "handshake": b"TLS handshake error: %s",
     "local": b"unusable TLS file: %s",
+    # H-B tlsverify: -D, -f, -d of tlsc-io
+    "dane": b"DANE verification failed: %s",
+    "pin": b"certificate pinning failed: %s",
+    "depth": b"certificate chain too deep: %s",
+}
+
+# H-B tlsverify: tlsc-io's SSL_PEER_VERIFIED_BY in the K text, in s/qmail's words
+# ("TLS (TLSA validated)", "CERT pinning", "verified CA+DN*"); -v alone sets none: "verified"
+VERIFIED_BY_WORDS = {
+    b"DANE-EE": b"TLSA validated DANE-EE",
+    b"DANE-TA": b"TLSA validated DANE-TA",
+    b"pin": b"CERT pinning",
+    b"ca": b"verified CA",
+    b"ca+dn": b"verified CA+DN",
+    b"ca+dn*": b"verified CA+DN*",
 }
 
 

@@ -1,12 +1,13 @@
 """The one option scanner of the chain's programs (argparse costs ~10 ms a process).
 
-scan(words, flags, valued, numeric, nonempty) -> ({field: value}, rest)
+scan(words, flags, valued, numeric, nonempty, repeated) -> ({field: value}, rest)
 
 words are argv[1:] as bytes. Options end at "--" (dropped) or at the first word that
 does not start with "-" (or is "-" itself). A valued option is "-xVALUE", "-x VALUE",
 "--long=VALUE" or "--long VALUE"; a flag takes no value and gives True. Values are
 str (surrogateescape), not empty for a field in nonempty; numeric ones ASCII digits (at most 9) made int. A later
-occurrence overrides an earlier one. Anything else raises BadOption(text).
+occurrence overrides an earlier one, except for a field in repeated: its value is the
+list of every occurrence's value. Anything else raises BadOption(text).
 """
 
 
@@ -29,7 +30,7 @@ def fsdecode(word):
     return word if isinstance(word, str) else word.decode(_FS_ENCODING, "surrogateescape")
 
 
-def scan(words, flags, valued, numeric=(), nonempty=()):
+def scan(words, flags, valued, numeric=(), nonempty=(), repeated=()):
     found = {}
     i = 0
     while i < len(words):
@@ -57,6 +58,9 @@ def scan(words, flags, valued, numeric=(), nonempty=()):
             if not (value.isascii() and value.isdigit()) or len(value) > 9:  # str.isdigit() takes "²"
                 raise BadOption("option %s needs a number" % name)
             value = int(value)
-        found[field] = value
+        if field in repeated:
+            found.setdefault(field, []).append(value)
+        else:
+            found[field] = value
         i += 1
     return found, words[i:]

@@ -31,6 +31,8 @@ TARGETS = RESOLVER + ("qremote.resolve",)
 # SMTP AUTH's modules: only qmail-remote-io of a delivery with AUTH may load them
 AUTH = ("hashlib", "_hashlib", "hmac", "qremote.smtp.auth", "qremote.scramcache", "qremote.credentials")
 TLS = ("ssl", "_ssl")
+# tlsc-io's checks beyond OpenSSL's (-D, -f, -N, -p): never loaded for plain STARTTLS
+TLS_CHECKS = ("qremote.tls.dane", "cryptography", "qremote.credentials", "hashlib", "_hashlib")
 # what the SMTP core (lib/qremote/smtp: sans-IO) must never load
 IO = ("socket", "_socket", "ssl", "_ssl", "selectors", "select")
 
@@ -126,6 +128,7 @@ def check_after_connection(loaded, tls):
         assert forbidden(loaded["tlsc-io"], TARGETS) == []
         assert "_ssl" in loaded["tlsc-io"]  # the audit sees lazy imports: it would see a forbidden one
         assert forbidden(loaded.get("tlsc-io-child", set()), TARGETS) == []
+        assert forbidden(loaded["tlsc-io"] | loaded.get("tlsc-io-child", set()), TLS_CHECKS) == []
     else:
         assert "tlsc-io" not in loaded
 

@@ -57,6 +57,16 @@ def test_layout(tree):
     assert len([n for n in os.listdir(tree / "lib") if n.startswith("qremote-")]) == 2  # new + previous
 
 
+def test_bundle_holds_cryptography_for_dane_ta(tree):
+    """tlsc-io verifies a DANE-TA chain with cryptography: it must be in the bundle, loadable by
+    the commands' interpreter with their -IS (no site-packages to fall back on)."""
+    link = tree / "lib" / "qremote"
+    assert (link / "cryptography" / "x509" / "verification.py").exists()
+    python = (tree / "bin" / "tlsc-io").read_text().split("\n")[0][2:].split()[0]
+    subprocess.run([python, "-IS", "-c", "import sys; sys.path.insert(0, %r); "
+                    "from cryptography.x509.verification import PolicyBuilder" % str(link)], check=True)
+
+
 def test_man_pages_where_qmail_puts_its_own(tree):
     man8 = tree / "man" / "man8"
     for name in ("qmail-remote", "qmail-remote-io", "qmail-remote-qmtp", "tlsc-io", "qmail-tcpto6",

@@ -155,3 +155,75 @@ def test_failure_line_and_its_parser_agree():
 def test_every_kind_has_a_report_text():
     from qremote import failures
     assert set(failures.TLS_KINDS) == set(tlsc.KINDS)
+
+
+# --- the options of per-destination TLS (issue 11): -C -d -m -N -s -f -D -n -p ---
+
+def test_new_options_round_trip_through_build_and_parse():
+    tlsa = [(3, 1, 1, bytes(range(32))), (2, 0, 2, bytes(64)), (3, 0, 0, b"\x30\x03\x02\x01\x01")]
+    argv = build_tlsc("tlsc-io", "mx.test", "/a.pem", "/c.pem", "/k.pem", False, 60, 1200, None, ["p"],
+                      tlsa=tlsa, names=["base.test", "mx2.test"], depth=3, ciphers="HIGH:!aNULL", system=True,
+                      clientref="domaincerts:3:" + b"x.test:/c.pem|/k.pem|".hex())
+    assert b"-D" in argv and b"3 1 1 " + bytes(range(32)).hex().encode() in argv
+    options = parse_tlsc(argv)
+    assert options.tlsa == tlsa and options.names == ["base.test", "mx2.test"]
+    assert (options.depth, options.ciphers, options.system) == (3, "HIGH:!aNULL", True)
+    assert options.clientref.startswith("domaincerts:3:") and not options.verify
+    options = parse_tlsc(build_tlsc("t", "mx.test", None, None, None, False, 1, 2, None, ["p"],
+                                    pins=["AB:" * 31 + "AB", "cd" * 20], anonymous=False))
+    assert options.pins == ["ab" * 32, "cd" * 20]
+    options = parse_tlsc(build_tlsc("t", "mx.test", "/a", None, None, False, 1, 2, None, ["p"], name_check="dn"))
+    assert options.verify and options.name_check == "dn"  # -m implies -v
+    assert parse_tlsc(build_tlsc("t", None, None, None, None, False, 1, 2, None, ["p"], anonymous=True)).anonymous
+    # the long forms
+    options = parse_tlsc(["t", "--name-check=dn*", "--also-name", "a.test", "--system-anchors", "--depth=2",
+                          "--ciphers=HIGH", "-k", "mx.test", "p"])
+    assert (options.name_check, options.names, options.system, options.depth) == ("dn*", ["a.test"], True, 2)
+    # the old positional call still builds the same argv as before
+    assert build_tlsc(b"tlsc-io", None, None, None, None, False, 5, 1, None, [b"cat"]) == \
+        [b"tlsc-io", b"-t", b"5", b"-T", b"1", b"--", b"cat"]
+
+
+@pytest.mark.parametrize("argv,why", [
+    (["t", "-k", "mx", "-D", "1 1 1 " + "00" * 32, "p"], "TLSA usage 1 is not for SMTP"),
+    (["t", "-k", "mx", "-D", "0 0 1 " + "00" * 32, "p"], "TLSA usage 0 is not for SMTP"),
+    (["t", "-k", "mx", "-D", "3 2 1 " + "00" * 32, "p"], "selector 2"),
+    (["t", "-k", "mx", "-D", "3 1 3 00", "p"], "matching type 3"),
+    (["t", "-k", "mx", "-D", "3 1 1 " + "00" * 31, "p"], "needs 32 bytes"),
+    (["t", "-k", "mx", "-D", "3 1 2 " + "00" * 32, "p"], "needs 64 bytes"),
+    (["t", "-k", "mx", "-D", "3 1 0 0g", "p"], "hex digits"),
+    (["t", "-k", "mx", "-D", "3 1 1", "p"], "USAGE SELECTOR MTYPE HEX"),
+    (["t", "-D", "2 0 1 " + "00" * 32, "p"], "usage 2 needs -k"),
+    (["t", "-k", "mx", "-f", "abcd", "p"], "-f needs a SHA-1"),
+    (["t", "-k", "mx", "-f", "zz" * 32, "p"], "-f needs a SHA-1"),
+    (["t", "-k", "mx", "-m", "dnx", "p"], "-m takes dn"),
+    (["t", "-m", "dn", "p"], "-v needs -k"),
+    (["t", "-k", "mx", "-v", "-f", "ab" * 32, "p"], "-v/-m and -f exclude each other"),
+    (["t", "-k", "mx", "-m", "ca", "-D", "3 1 1 " + "00" * 32, "p"], "-v/-m and -D exclude each other"),
+    (["t", "-k", "mx", "-n", "-f", "ab" * 32, "p"], "-f and -n exclude each other"),
+    (["t", "-k", "mx", "-p", "domaincerts:1:00", "p"], "-p needs -c"),
+    (["t", "-k", "mx", "-c", "c", "-p", "authsenders:1:00", "p"], "-p needs domaincerts:LINE:HEX"),
+    (["t", "-k", "mx", "-c", "c", "-p", "domaincerts:x:00", "p"], "-p needs domaincerts:LINE:HEX"),
+    (["t", "-k", "mx", "-d", "-1", "p"], "option -d needs a number"),
+    (["t", "-k", "mx", "-N", "a..b", "p"], "-N needs a host name"),
+    (["t", "-k", "mx", "-C", "", "p"], "option -C needs a value"),
+])
+def test_new_option_usage_errors(argv, why):
+    with pytest.raises(Usage) as caught:
+        parse_tlsc(argv)
+    assert why in str(caught.value)
+
+
+def test_k_words_for_each_verifier():
+    from qremote import failures
+    from qremote.failures import accepted
+    ok = type("Reply", (), {"text": b"250 ok"})()
+    assert accepted(b"192.0.2.1", ok, b"TLSv1.3", b"X", True, by=b"DANE-EE").startswith(
+        b"192.0.2.1 accepted message. (TLSv1.3 TLSA validated DANE-EE, cipher X)\n")
+    assert b"(TLSv1.3 CERT pinning, cipher X)" in accepted(b"192.0.2.1", ok, b"TLSv1.3", b"X", True, by=b"pin")
+    for by, words in ((b"ca", b"verified CA,"), (b"ca+dn", b"verified CA+DN,"), (b"ca+dn*", b"verified CA+DN*,"),
+                      (b"DANE-TA", b"TLSA validated DANE-TA,")):
+        assert words in accepted(b"192.0.2.1", ok, b"TLSv1.2", b"X", True, by=by)
+    # tlsstrictness 2 (-v alone) sets no SSL_PEER_VERIFIED_BY: its K is as it always was
+    assert b"(TLSv1.3 verified, cipher X)" in accepted(b"192.0.2.1", ok, b"TLSv1.3", b"X", True)
+    assert set(failures.VERIFIED_BY_WORDS) == {by.encode() for by in tlsc.VERIFIED_BY}

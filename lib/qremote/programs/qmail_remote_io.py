@@ -77,7 +77,8 @@ def accepted_report(transaction, note):
     which exist only when it ran us), or in cleartext although TLS was wanted (the note)."""
     environ = os.environ  # posix's: bytes keys and values
     return failures.accepted(transaction.ip, transaction.success, environ.get(b"SSL_PROTOCOL"),
-                             environ.get(b"SSL_CIPHER"), environ.get(b"SSL_PEER_VERIFIED") == b"1", note)
+                             environ.get(b"SSL_CIPHER"), environ.get(b"SSL_PEER_VERIFIED") == b"1", note,
+                             environ.get(b"SSL_PEER_VERIFIED_BY"))
 
 
 def opening(channel, ip, options):

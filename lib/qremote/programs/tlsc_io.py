@@ -26,6 +26,15 @@ fds 6/7; a failed handshake runs the first N words after -- instead (doc/tlsc-io
   -a, --anchors=FILE|DIR/       trust anchors
   -c, --cert=FILE, -y, --key=FILE  a client certificate and its key
   -v, --verify                  require a certificate valid for NAME
+  -m, --name-check=dn|dn*|ca    verify, with that name check (dn: no wildcard; ca: none)
+  -N, --also-name=NAME          another name the certificate may carry (repeatable)
+  -s, --system-anchors          add OpenSSL's default trust store
+  -d, --depth=N                 at most N intermediate certificates
+  -C, --ciphers=LIST            OpenSSL cipher list (TLS 1.2 and older)
+  -n, --anonymous               allow anonymous (aNULL) suites
+  -f, --fingerprint=HEX         pin the certificate's SHA-1/224/256/512 digest (repeatable)
+  -D, --tlsa="U S M HEX"        a DANE TLSA record, usage 2 or 3 (repeatable)
+  -p, --password-ref=domaincerts:LINE:HEX  the key's password, from control/domaincerts
   -t, --handshake-timeout=SECONDS  (default 60)
   -T, --timeout=SECONDS         idle relay (default 1200)
   -6, --fdr=FD, -7, --fdw=FD    the connection on other descriptors
@@ -82,6 +91,7 @@ def run(argv):
         context = tlscontext.build(options)
         connection = TLSConnection(context, options.name, options.fdr, options.fdw)
         connection.handshake(options.handshake_timeout)
+        verified_by = tlscontext.check(connection.sslobj, options)
         clear, relay_end = _pair()
         _spawn_relay(connection, clear, relay_end, options)
     except tlscontext.TLSFailure as failure:
@@ -93,7 +103,8 @@ def run(argv):
     except Exception as error:  # noqa: BLE001 - a bug must not break the chain: the continuation goes on
         # not "local" (which defers the whole delivery): the next address, or cleartext, may do
         fail(options, env, tlscontext.TLSFailure("handshake", "internal error: %s: %s" % (type(error).__name__, error)))
-    for variable, value in tlscontext.environment(connection.sslobj, options.name, options.verify).items():
+    for variable, value in tlscontext.environment(connection.sslobj, options.name, options.verify,
+                                                  verified_by).items():
         if value is not None:
             env[variable] = value
     trace.tls_done(env)

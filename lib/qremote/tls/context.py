@@ -45,6 +45,17 @@ def reason(error):
     return error.strerror or str(error)
 
 
+_NO_WILDCARDS, _NO_PARTIAL_WILDCARDS = 0x2, 0x4  # X509_CHECK_FLAG_*
+
+
+def by_hand(options):
+    """Whether the name check is done after the handshake, by us: -m dn or dn* with -N names
+    (OpenSSL checks one name only), -k a DNS name. Else OpenSSL checks -k during the handshake
+    (-v alone, -m without -N, an address as -k), or nothing does (-m ca)."""
+    return (options.verify and options.name_check in ("dn", "dn*") and bool(options.names)
+            and options.name is not None and not is_address(options.name))
+
+
 def build(options):
     """A client _SSLContext for options (tlsc.TlscOptions); TLSFailure("local") when a file is unusable."""
     context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
@@ -52,22 +63,96 @@ def build(options):
     context.options |= _ssl.OP_NO_RENEGOTIATION
     if options.verify:
         context.verify_mode = _ssl.CERT_REQUIRED
-        context.check_hostname = True
+        # -m ca checks no name; -N names are checked by hand after the handshake (check())
+        context.check_hostname = options.name_check != "ca" and not by_hand(options)
+        if options.name_check == "dn":
+            context._host_flags = _NO_WILDCARDS | _NO_PARTIAL_WILDCARDS
     else:
+        # -f, -D, -n and opportunistic TLS: any certificate (or none); -f and -D judge it after
         context.check_hostname = False
         context.verify_mode = _ssl.CERT_NONE
+    if options.ciphers is not None or options.anonymous:
+        # aNULL suites exist only at OpenSSL's security level 0; DEFAULT deletes them for good
+        # ("!COMPLEMENTOFDEFAULT"), so -n spells it with "-", then adds them last
+        ciphers = options.ciphers or ("ALL:-COMPLEMENTOFDEFAULT:!eNULL" if options.anonymous else "DEFAULT")
+        if options.anonymous:
+            ciphers += ":aNULL:@SECLEVEL=0"
+        try:
+            context.set_ciphers(ciphers)
+        except _ssl.SSLError as error:
+            raise TLSFailure("local", "unable to use the cipher list %s: %s" % (options.ciphers, reason(error))) from None
     if options.anchors is not None:
         _load_anchors(context, options.anchors)
+    if options.system:
+        context.set_default_verify_paths()
     if options.cert is not None:
+        password = None
+        if options.clientref is not None:
+            password = _password(options.clientref)
         try:
             context.load_cert_chain(fsdecode(options.cert),
-                                    None if options.key is None else fsdecode(options.key))
+                                    None if options.key is None else fsdecode(options.key),
+                                    password if password is not None else _no_password)
         except OSError as error:  # SSLError is an OSError too
             where = _say(options.cert) if options.key is None else "%s and %s" % (_say(options.cert), _say(options.key))
             if getattr(error, "filename", None):
                 where = _say(error.filename)
             raise TLSFailure("local", "unable to use the client certificate %s: %s" % (where, reason(error))) from None
     return context
+
+
+def _no_password():
+    """For a key without -p: an encrypted key fails at once instead of OpenSSL asking on a terminal."""
+    return b""
+
+
+def _password(reference):
+    from .. import credentials, failures
+
+    try:
+        return credentials.domaincert_password(reference)
+    except failures.CredentialsUnusable as error:
+        raise TLSFailure("local", "unable to read the key password of %s: %s" % (error.where, error.why)) from None
+
+
+def check(sslobj, options):
+    """What verified the server after a finished handshake (a tlsc.VERIFIED_BY value, or None),
+    for the checks OpenSSL does not do: -f, -D, the names of -m/-N, -d. TLSFailure otherwise.
+    dane.py is imported only for those: plain STARTTLS loads nothing more."""
+    if options.pins or options.tlsa:
+        from . import dane
+
+        chain = [cert.public_bytes(_ssl.ENCODING_DER) for cert in sslobj.get_unverified_chain() or ()]
+        try:
+            if options.pins:
+                return dane.check_pins(options.pins, chain[0] if chain else None)
+            names = [name for name in [options.name] + options.names if name is not None]
+            return dane.check_dane(options.tlsa, chain, names)
+        except dane.PinFailure as failure:
+            raise TLSFailure("pin", str(failure)) from None
+        except dane.DaneFailure as failure:
+            raise TLSFailure("dane", str(failure)) from None
+        except ImportError as error:  # DANE-TA without cryptography installed: the same for every server
+            raise TLSFailure("local", "DANE-TA needs the cryptography module: %s" % error) from None
+    if not options.verify:
+        return None
+    if options.depth is not None:
+        chain = sslobj.get_verified_chain() or ()
+        # OpenSSL's count: the leaf is depth 0, the trust anchor is not limited
+        intermediates = max(len(chain) - 2, 0)
+        if intermediates > options.depth:
+            raise TLSFailure("depth", "the verified chain has %d intermediate certificates, more than -d %d allows"
+                             % (intermediates, options.depth))
+    if by_hand(options):
+        from . import dane
+
+        references = [options.name] + options.names
+        patterns = [value for kind, value in (sslobj.getpeercert() or {}).get("subjectAltName", ()) if kind == "DNS"]
+        if dane.first_matching(patterns, references, options.name_check == "dn*") is None:
+            raise TLSFailure("name", "the certificate is not valid for %s" % " or ".join(references))
+    if options.name_check is None:
+        return None  # -v alone: tlsstrictness 2, whose K says "verified" as it always did
+    return {"ca": "ca", "dn": "ca+dn", "dn*": "ca+dn*"}[options.name_check]
 
 
 def _is_directory(path):
@@ -114,15 +199,17 @@ def is_address(name):
     return normal_ip(name) is not None
 
 
-def environment(sslobj, name, verified):
-    """{variable: value} (bytes) for PROG after a successful handshake; None values are unset."""
+def environment(sslobj, name, verified, by=None):
+    """{variable: value} (bytes) for PROG after a successful handshake; None values are unset.
+    by: what verified the server (tlsc.VERIFIED_BY), when check() said."""
     env = {
         b"SSL_PROTOCOL": (sslobj.version() or "").encode("ascii"),
         b"SSL_CIPHER": ((sslobj.cipher() or ("",))[0]).encode("ascii"),
         b"SSL_TLS_SNI_SERVERNAME": name.encode("ascii") if name and not is_address(name) else None,
         b"SSL_PEER_CERT_HASH": None,
         b"SSL_PEER_CERT_SUBJECT": None,
-        b"SSL_PEER_VERIFIED": b"1" if verified else b"0",
+        b"SSL_PEER_VERIFIED": b"1" if verified or by else b"0",
+        b"SSL_PEER_VERIFIED_BY": by.encode("ascii") if by else None,
     }
     der = sslobj.getpeercert(True)
     if der:
