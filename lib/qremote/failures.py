@@ -415,10 +415,3 @@ class TLSRequiredBy(TLSRequired):
     def text(self):
         return self.template % {b"required": safe_text(self.required),
                                 b"reasons": listing(self.reasons, self.MAX_REASONS, self.more)}
-
-
-TABLE.update({
-    # a TLS rule needs a tlsc-io option this installation does not have yet
-    "TLSOptionMissing": ("Failure", Z, False, b"Unable to start TLS: the TLS rule needs %(what)s, which tlsc-io "
-                         b"cannot do. (#4.3.0)\n", (("what", TEXT),)),
-})

@@ -259,28 +259,32 @@ def _dane_rule(dane, mxname):
 
 # --- tlsc-io's options ---
 
-# Fields tlsc-io has no option for yet (H-B's -C -d -m -N -s -f -D -n -p): a rule that
-# needs one is refused (a Z) rather than enforced partly: never weaker than asked.
-def tlsc_options(rule):
-    """build_tlsc's keyword arguments (anchors, cert, key, verify) for rule; raises
-    failures.TLSOptionMissing for what tlsc-io cannot enforce yet."""
-    missing = []
-    if rule.pins:
-        missing.append("certificate pinning (-f)")
-    if rule.tlsa or rule.verify == "dane":
-        missing.append("DANE TLSA (-D)")
-    if rule.ciphers:
-        missing.append("a cipher list (-C)")
-    if rule.depth is not None:
-        missing.append("a verification depth (-d)")
-    if rule.verify is not None and rule.system and not rule.anchors:
-        missing.append("the system trust store (-s)")
-    if rule.clientref is not None:
-        missing.append("a domaincerts key password (-p)")
-    if missing:
-        raise failures.TLSOptionMissing(", ".join(missing))
-    verify = rule.verify is not None
-    # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
-    # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing
-    return {"anchors": rule.anchors if verify else None, "cert": rule.clientcert, "key": rule.clientkey,
-            "verify": verify}
+def tlsc_options(rule, name):
+    """build_tlsc's keyword arguments for rule, with name the target's server name
+    (tlsc.server_name: the MX host, the relay, or the address).
+
+    tlsstrictness 2 passes -v alone, so its K still says "verified"; every other
+    verifying rule says how (-m, -f, -D: s/qmail's words in the K). DANE: the SNI and
+    first reference name is the TLSA base domain, the MX name the other (RFC 7672 3.2.2).
+    """
+    options = {"name": name, "anchors": None, "cert": rule.clientcert, "key": rule.clientkey, "verify": False,
+               "clientref": rule.clientref, "ciphers": rule.ciphers}
+    verify = rule.verify
+    if verify == "dane":
+        options["tlsa"] = [tuple(record) for record in rule.tlsa]
+        if rule.names:
+            options["name"], options["names"] = rule.names[0], [name]
+    elif verify == "pin":
+        options["pins"] = list(rule.pins)
+    elif verify is not None:
+        # anchors only when verifying: below tlsstrictness 2 any certificate is taken, and
+        # loading a system bundle costs tlsc-io ~50 ms of CPU for nothing
+        options["anchors"], options["system"] = rule.anchors, rule.system and not rule.anchors
+        options["depth"] = rule.depth
+        if rule.origin == "tlsstrictness":
+            options["verify"] = True
+        else:
+            options["name_check"] = {"ca": "ca", "ca+dn": "dn", "ca+dn*": "dn*"}[verify]
+    elif rule.anonymous:
+        options["anonymous"] = True
+    return options

@@ -42,7 +42,8 @@ def deliver(home, sender="sender@src.example"):
 
 
 def over_tls(raw, verified):
-    word = b"verified" if verified else b"unverified"
+    """K over TLS; verified: True (tlsstrictness 2's "verified"), False, or s/qmail's words."""
+    word = {True: b"verified", False: b"unverified"}.get(verified, verified)
     return raw.startswith(b"r\0K127.0.0.1 accepted message. (TLSv1.") and (b" %s, cipher " % word) in raw
 
 
@@ -111,10 +112,41 @@ def test_star_global_rule_is_opportunistic_without_trustanchors(home, server, pk
     assert s.wait_sessions() and s2.wait_sessions()
 
 
-@pytest.mark.parametrize("rule", ["+*:", "=*:", "~*:"])
-def test_verifying_global_rules_verify_against_trustanchors(home, server, pki, rule):
+@pytest.mark.parametrize("rule,words", [("+*:", b"verified CA"), ("=*:", b"verified CA+DN"),
+                                        ("~*:", b"verified CA+DN*")])
+def test_verifying_global_rules_verify_against_trustanchors(home, server, pki, rule, words):
+    """The K says how, in s/qmail's words: the chain (+), and the name exactly (=) or with
+    wildcards (~)."""
     setup(home, server, pki, rule, anchors=pki.ca_file)
-    assert over_tls(deliver(home), verified=True)
+    assert over_tls(deliver(home), verified=words)
+
+
+def test_ca_only_rule_takes_a_certificate_for_another_name(home, server, pki):
+    """`+*:` (and a line's cafile) validate the chain only, as s/qmail's "verified CA"."""
+    setup(home, server, pki, "+*:", anchors=pki.ca_file, cert=pki.server("elsewhere.test"))
+    assert over_tls(deliver(home), verified=b"verified CA")
+
+
+@pytest.fixture
+def dns_stub():
+    from tests.support.dnsserver import DNSServer
+    stub = DNSServer()
+    yield stub
+    stub.stop()
+
+
+def test_exact_name_rule_refuses_a_wildcard_the_wildcard_rule_takes(home, server, pki, dns_stub):
+    """`=` wants the FQDN itself; `~` takes a wildcard certificate (doc/tlsdestinations.html)."""
+    wildcard = pki.server("*.example.test")
+    s = setup(home, server, pki, "=*:", anchors=pki.ca_file, cert=wildcard)
+    home.route("example.org:mx.example.test:%d" % s.port)
+    dns_stub.add("mx.example.test", "A", "127.0.0.1")
+    env = {"DNSCACHEIP": dns_stub.address()}
+    raw = home.remote("example.org", "sender@src.example", "good@example.org", message=MSG, **env)[1]
+    assert raw.startswith(b"Z" + REQUIRED % 1 + b"127.0.0.1: certificate name mismatch"), raw
+    home.control("tlsdestinations", "~*:\n")
+    raw = home.remote("example.org", "sender@src.example", "good@example.org", message=MSG, **env)[1]
+    assert raw.startswith(b"r\0K127.0.0.1 accepted message. (TLSv1.") and b" verified CA+DN*, " in raw, raw
 
 
 @pytest.mark.parametrize("rule", ["+*:", "=*:", "~*:"])
@@ -139,7 +171,7 @@ def test_a_destination_line_wins_over_a_global_rule(home, server, pki):
 
 def test_cafile_of_a_line_verifies(home, server, pki):
     setup(home, server, pki, "127.0.0.1:%s" % pki.ca_file)
-    assert over_tls(deliver(home), verified=True)
+    assert over_tls(deliver(home), verified=b"verified CA")
     setup(home, server, pki, "127.0.0.1:%s" % pki.other_ca_file)
     assert deliver(home).startswith(b"Z" + REQUIRED % 1 + b"127.0.0.1: certificate not trusted: ")
 
@@ -223,13 +255,35 @@ def test_unreadable_cafile_is_a_z_naming_it_before_any_connection(home, server, 
     assert s.sessions == []
 
 
-def test_a_rule_tlsc_io_cannot_enforce_yet_defers_never_weakens(home, server, pki):
-    """Pinning needs tlsc-io's -f (to come): until then the message waits, never goes unpinned."""
+def _fingerprint(cert, digest):
+    """The digest of the leaf (the first certificate of pki's chain file)."""
+    import hashlib
+    import ssl
+    with open(cert[0]) as f:
+        leaf = f.read().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+    return hashlib.new(digest, ssl.PEM_cert_to_DER_cert(leaf)).hexdigest()
+
+
+@pytest.mark.parametrize("digest", ["sha1", "sha224", "sha256", "sha512"])
+def test_pinning_each_digest_length(home, server, pki, digest):
+    """`%host:=fingerprint`: the digest is chosen by its length, colons stripped, any case;
+    the certificate need not verify (an untrusted one here): the pin is the check."""
+    cert = pki.untrusted("127.0.0.1")
+    pin = _fingerprint(cert, digest).upper()
+    pin = ":".join(pin[i:i + 2] for i in range(0, len(pin), 2))
+    s = setup(home, server, pki, "%127.0.0.1:=" + pin, cert=cert)
+    raw = deliver(home)
+    assert raw.startswith(b"r\0K127.0.0.1 accepted message. (TLSv1.") and b" CERT pinning, cipher " in raw, raw
+    assert s.wait_sessions()[0].messages
+
+
+def test_pinning_mismatch_defers_and_sends_nothing(home, server, pki):
     s = setup(home, server, pki, "%127.0.0.1:=" + "ab" * 32)
     raw = deliver(home)
-    assert raw.startswith(b"ZUnable to start TLS: the TLS rule needs certificate pinning (-f), which tlsc-io "
-                          b"cannot do. (#4.3.0)"), raw
-    assert s.sessions == []
+    assert raw.startswith(b"ZSorry, no server would take the message over TLS, as control/tlsdestinations line 1 "
+                          b"requires (127.0.0.1: certificate pinning failed: "), raw
+    assert b"does not match provided fingerprint" in raw
+    assert all(not session.messages for session in s.sessions)
 
 
 # --- domaincerts: the client certificate for the sender's domain ---

@@ -164,8 +164,6 @@ def tls_rules(policy, targets, host, sender, routed, lookup=None, sts=None, memo
                               routed=routed, client=client)
         for named, path in rule.checks:
             tlsdest.check_file(named, path)
-        if rule.uses_tls:
-            tlsrule.tlsc_options(rule)  # a rule tlsc-io cannot enforce: Z now, before any connection
         if rule.port is not None and (rule.port, rule.protocol or target.protocol) != (target.port, target.protocol):
             target = Target(target.ip, target.family, rule.port, target.pref, target.name,
                             rule.protocol or target.protocol)
@@ -322,7 +320,7 @@ def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never
     from ..tlsc import PROGRAM as TLSC, build_tlsc, server_name
     from ..tlsrule import tlsc_options
 
-    options = tlsc_options(plan.rule_of(attempt))  # before anything: a rule tlsc-io cannot enforce is a Z
+    options = tlsc_options(plan.rule_of(attempt), server_name(attempt.target))
     myself = paths.sibling(PROGRAM)
     continuation = [myself.encode(), (chainargv.RESUME + plan.dump(first=attempt)).encode(), host, sender]
     if attempt.target.protocol == QMTPS:
@@ -337,8 +335,8 @@ def start_tls(sock, attempt, plan, controls, host, sender, recipients):  # never
     path = paths.sibling(TLSC)
     # the handshake is part of the opening: it ends by the plan's deadline too
     handshake = max(1, min(controls.timeoutconnect, int(plan.remaining(time.monotonic()) + 0.999)))
-    argv = build_tlsc(path, server_name(attempt.target), options["anchors"], options["cert"], options["key"],
-                      options["verify"], handshake, controls.timeoutremote, continuation + recipients, prog,
-                      report=True)
+    argv = build_tlsc(path, options.pop("name"), options.pop("anchors"), options.pop("cert"), options.pop("key"),
+                      options.pop("verify"), handshake, controls.timeoutremote, continuation + recipients, prog,
+                      report=True, **options)
     on_fds_6_and_7(sock)
     run_next(path, argv)
