@@ -52,6 +52,8 @@ def test_layout(tree):
         assert first.startswith("#!/") and first.endswith(" -IS")
     assert (tree / "run" / "qmail-remote").is_dir()
     assert (tree / "run" / "qmail-remote" / "mta-sts").is_dir()  # MTA-STS policy cache
+    memory = tree / "run" / "qmail-remote" / "tlsmemory"  # control/tlsmemory's hosts: qmailr's alone
+    assert memory.is_dir() and stat.S_IMODE(memory.stat().st_mode) == 0o700
     link = tree / "lib" / "qremote"
     assert link.is_symlink() and (link / "qremote" / "programs" / "qmail_remote.py").exists()
     assert len([n for n in os.listdir(tree / "lib") if n.startswith("qremote-")]) == 2  # new + previous
@@ -65,6 +67,23 @@ def test_bundle_holds_cryptography_for_dane_ta(tree):
     python = (tree / "bin" / "tlsc-io").read_text().split("\n")[0][2:].split()[0]
     subprocess.run([python, "-IS", "-c", "import sys; sys.path.insert(0, %r); "
                     "from cryptography.x509.verification import PolicyBuilder" % str(link)], check=True)
+
+
+def test_bundle_leaves_out_what_no_delivery_imports(tree):
+    """Every delivery program reads the whole bundle: the admin commands' modules and the
+    MTA-STS fetch stay out of it, and the admin commands still run (from sys.path)."""
+    import marshal
+    link = tree / "lib" / "qremote"
+    bundle, = [n for n in os.listdir(link) if n.endswith(".bundle")]
+    _, namespace = marshal.loads((link / bundle).read_bytes())
+    modules = set(namespace["TABLE"])
+    assert {"qremote.programs.qmail_remote", "qremote.tlsrule", "qremote.mtasts.cache"} <= modules
+    assert modules.isdisjoint({"qremote.tlsrpt", "qremote.mtasts.fetch", "qremote.programs.qmail_tlsrpt",
+                               "qremote.programs.qmail_mta_sts", "qremote.programs.qmail_tlsmemory"})
+    env = dict(os.environ, QMAILHOME=str(tree))
+    for command in ("qmail-mta-sts", "qmail-tlsmemory"):
+        done = subprocess.run([str(tree / "bin" / command), "list"], env=env, capture_output=True)
+        assert done.returncode == 0 and done.stderr == b"", (command, done)
 
 
 def test_man_pages_where_qmail_puts_its_own(tree):
