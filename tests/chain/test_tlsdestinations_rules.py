@@ -239,3 +239,65 @@ def test_sqmail_example_file_through_qmail_remote(home, server, pki):
                               b"line 1 requires (127.0.0.1: no STARTTLS offered"), raw
     finally:
         dns.stop()
+
+
+# --- after a failed handshake of a new kind (pin, depth), the resume goes to the next address ---
+
+@pytest.fixture
+def two_addresses(home, server, pki):
+    """example.org routed to relay.test, which has two addresses (127.0.0.1 first, then
+    127.0.0.2) on one port; returns a function (cert_first, cert_second) -> the two servers."""
+    from tests.support.dnsserver import DNSServer
+    dns = DNSServer()
+    dns.add("relay.test", "A", "127.0.0.1")
+    dns.add("relay.test", "A", "127.0.0.2")
+
+    def start(first_cert, second_cert):
+        first = server(tls_cert=first_cert)
+        second = server(tls_cert=second_cert, host="127.0.0.2", port=first.port)
+        home.route("example.org:relay.test:%d" % first.port)
+        return first, second
+    start.env = {"DNSCACHEIP": dns.address()}
+    yield start
+    dns.stop()
+
+
+def _deliver_to_relay(home, two_addresses):
+    return home.remote("example.org", "a@src.example", "good@example.org", message=MSG, **two_addresses.env)[1]
+
+
+@pytest.mark.parametrize("bad_first", [True, False])
+@pytest.mark.parametrize("kind", ["pin", "depth"])
+def test_a_failed_check_skips_the_address_never_cleartext(home, pki, two_addresses, kind, bad_first):
+    """A must rule: the address whose certificate fails the pin (or is too deep) gets no
+    message and no cleartext reconnection; the other address is tried under the same rule.
+    The bad certificate is on each address in turn, so whatever order the addresses come
+    in, one case goes through the resume (--qremote-resume) after the failed check."""
+    if kind == "pin":
+        good, bad = pki.untrusted("relay.test"), pki.untrusted("relay.test")
+        home.control("tlsdestinations", "%%relay.test:=%s\n" % _fingerprint(good, "sha256"))
+        words = b"CERT pinning"
+    else:
+        good, bad = pki.server("relay.test"), pki.intermediate("relay.test")
+        home.control("tlsdestinations", "relay.test:%s||0\n" % pki.ca_file)
+        words = b"verified CA"
+    first, second = two_addresses(bad, good) if bad_first else two_addresses(good, bad)
+    (bad_server, good_server) = (first, second) if bad_first else (second, first)
+    raw = _deliver_to_relay(home, two_addresses)
+    assert raw.startswith(b"r\0K%s accepted message. (TLSv1." % good_server.host.encode()), raw
+    assert b" %s, cipher " % words in raw, raw
+    assert good_server.wait_sessions()[0].messages == [WIRE_MSG]
+    assert len(bad_server.sessions) <= 1
+    if bad_server.sessions:  # tried first: the check failed, then the resume went on
+        assert bad_server.wait_sessions()[0].commands == [b"EHLO me.example", b"STARTTLS"]
+        assert not bad_server.sessions[0].messages
+
+
+def test_every_address_failing_the_pin_is_a_z_naming_each(home, pki, two_addresses):
+    first, second = two_addresses(pki.untrusted("relay.test"), pki.untrusted("relay.test"))
+    home.control("tlsdestinations", "%relay.test:=" + "cd" * 32 + "\n")
+    raw = _deliver_to_relay(home, two_addresses)
+    assert raw.startswith(b"Z" + REQUIRED % 1), raw
+    assert b"127.0.0.1: certificate pinning failed: " in raw and b"127.0.0.2: certificate pinning failed: " in raw
+    assert len(first.sessions) == 1 and len(second.sessions) == 1
+    assert not first.wait_sessions()[0].messages and not second.wait_sessions()[0].messages
