@@ -11,6 +11,9 @@ and on demand (each call writes a fresh pair; returns (certfile, keyfile)):
   expired(*names)           signed by the trusted CA, valid until yesterday
   odd_subject(*names, unit=) signed by the trusted CA, with that organizationalUnitName
   client(name)              a client certificate signed by the trusted CA
+  intermediate(*names)      signed by an intermediate CA of the trusted CA (the chain
+                            file: leaf, intermediate)
+  encrypted_client(name, password)  a client certificate and its key encrypted with password
 The chain files hold the leaf then the CA, as a server sends them.
 """
 
@@ -34,6 +37,7 @@ class PKI:
         self.other_ca_file = self._path("other-ca.pem")
         self._other.cert_pem.write_to_path(self.other_ca_file)
         self.ca_dir = self._hashed_dir(self.ca_file)
+        self._intermediate = None
 
     def _path(self, name):
         return os.path.join(self.directory, name)
@@ -75,3 +79,20 @@ class PKI:
 
     def client(self, name="client.test"):
         return self._write(self._ca.issue_cert(name), "client")
+
+    def intermediate(self, *names):
+        if self._intermediate is None:
+            self._intermediate = self._ca.create_child_ca()
+        return self._write(self._intermediate.issue_cert(*names), "intermediate")
+
+    def encrypted_client(self, name, password):
+        """(certfile, keyfile) with the key in PKCS#8 PEM encrypted with password (bytes)."""
+        from cryptography.hazmat.primitives import serialization
+
+        certfile, keyfile = self.client(name)
+        with open(keyfile, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+        with open(keyfile, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(password)))
+        return certfile, keyfile

@@ -542,3 +542,18 @@ def test_a_damaged_version_5_state_is_refused_cleanly():
             Plan.load("".join(state))
         except (ValueError, IndexError):
             pass
+
+
+@pytest.mark.parametrize("line", ["?example.com:=" + "ab" * 32, "?example.com:|HIGH", "?example.com:/ca.pem",
+                                  "?example.com:||2"])
+def test_a_question_line_has_nothing_to_verify(line):
+    """`?` falls back to cleartext after a failed handshake, so it cannot hold a check whose
+    failure would then send in cleartext (pin, depth, cafile, ciphers): refused by grammar."""
+    with pytest.raises(failures.ControlInvalid) as caught:
+        dests(line)
+    assert b"line 1: a '?' line takes no cafile, fingerprint, ciphers or depth" in caught.value.text()
+
+
+def test_dane_wins_over_a_question_line_without_fallback():
+    r = rule(["?example.com:"], dane=SECURE)
+    assert (r.mode, r.verify, r.origin, r.fallback) == ("must", "dane", "dane", False)

@@ -97,7 +97,12 @@ def build(options):
             where = _say(options.cert) if options.key is None else "%s and %s" % (_say(options.cert), _say(options.key))
             if getattr(error, "filename", None):
                 where = _say(error.filename)
-            raise TLSFailure("local", "unable to use the client certificate %s: %s" % (where, reason(error))) from None
+            why = reason(error)
+            if password is not None and isinstance(error, _ssl.SSLError):
+                # OpenSSL says only "PEM lib" for a key the password does not decrypt
+                name, _, rest = options.clientref.partition(":")
+                why += " (is the key password of control/%s line %s right?)" % (name, rest.partition(":")[0])
+            raise TLSFailure("local", "unable to use the client certificate %s: %s" % (where, why)) from None
     return context
 
 
