@@ -233,8 +233,10 @@ def _dane_rule(dane, mxname):
         return None
     required = "DANE TLSA records of %s" % _text(mxname)
     if state == "failed":
-        return Rule(SKIP, "dane", required=required,
-                    why=b"TLSA lookup failed: %s" % failures.safe_text(str(getattr(dane, "why", "") or "")))
+        # the resolver's why says what failed ("TLSA lookup failed (SERVFAIL or no answer)",
+        # "address lookup failed for a DNSSEC-signed host"): as it is, never prefixed again
+        why = str(getattr(dane, "why", "") or "") or "TLSA lookup failed"
+        return Rule(SKIP, "dane", required=required, why=failures.safe_text(why))
     if state == "unusable":
         return Rule(MUST, "dane", required=required)
     if state != "secure":

@@ -298,3 +298,24 @@ def test_trace_module_imports_nothing_new():
             "print(' '.join(sorted(set(sys.modules) - before)))" % os.path.join(TOP, "lib"))
     done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["qremote", "qremote.trace"]
+
+
+@needs_root
+@pytest.mark.parametrize("dane", ["1", "0"])
+def test_no_validating_resolver_loads_no_tls_rules(audit, server, pki, dns_stub, dane):
+    # most sites: a resolver that does not validate (no AD), or control/dane 0: every host is
+    # "insecure" or "none", which decides nothing, so tlsstrictness alone speaks: the plan of
+    # before, no rule per target, and tlsdest is not loaded (it was, for the "insecure" states)
+    ip = "127.0.8.3"
+    try:
+        s = server(host=ip, port=25, tls_cert=pki.server("b.mx.test"))
+    except OSError as error:
+        pytest.skip("cannot listen on %s:25: %s" % (ip, error))
+    dns_stub.add("mx.test", "MX", "10 b.mx.test.").add("b.mx.test", "A", ip)
+    tls_setup(audit, pki, 2)
+    audit.control("dane", dane + "\n")
+    _, raw = audit.remote("mx.test", "s@src.example", "r@mx.test", message=MSG, DNSCACHEIP=dns_stub.address())
+    delivered(raw, ip)
+    loaded = audit.loaded()["qmail-remote"]
+    assert "qremote.tlsdest" not in loaded, sorted(loaded)
+    assert s.wait_sessions()[0].tls

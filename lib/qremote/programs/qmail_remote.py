@@ -148,7 +148,10 @@ def tls_rules(policy, targets, host, sender, routed, lookup=None, sts=None, memo
     sts: the MTA-STS policy of host (MX deliveries only), or None; memory: a function
     MX name -> (level, date) remembered or None (control/tlsmemory on), or None."""
     destinations, domaincerts = control.read_lines("tlsdestinations"), control.read_lines("domaincerts")
-    dane = getattr(lookup, "dane", None) or {}
+    # "insecure" (no validating resolver: most sites) and "none" decide nothing (level 2
+    # goes on): only the other states make this more than tlsstrictness alone
+    dane = {name: d for name, d in (getattr(lookup, "dane", None) or {}).items()
+            if d.state not in ("none", "insecure")}
     if destinations is None and not domaincerts and not dane and sts is None and memory is None:
         return targets, None  # tlsstrictness alone: not even tlsdest's import
     from .. import tlsdest, tlsrule
