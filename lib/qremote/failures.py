@@ -407,7 +407,7 @@ TABLE.update({
 
 class TLSRequiredBy(TLSRequired):
     """A policy other than tlsstrictness 2 required TLS and no server would do it:
-    required names it ("control/tlsdestinations line 3", "DANE TLSA records of HOST")."""
+    required names it ("control/tlsdestinations line 3", "DANE (the TLSA records of HOST)")."""
     template = (b"Sorry, no server would take the message over TLS, as %(required)s requires "
                 b"(%(reasons)s). (#4.7.5)\n")
     fields = (("required", TEXT), ("reasons", RAW), ("more", RAW))

@@ -231,7 +231,7 @@ def _dane_rule(dane, mxname):
     state = getattr(dane, "state", None)
     if state is None or state in ("none", "insecure"):
         return None
-    required = "DANE TLSA records of %s" % _text(mxname)
+    required = "DANE (the TLSA records of %s)" % _text(mxname)
     if state == "failed":
         # the resolver's why says what failed ("TLSA lookup failed (SERVFAIL or no answer)",
         # "address lookup failed for a DNSSEC-signed host"): as it is, never prefixed again

@@ -136,7 +136,7 @@ def test_dane_secure_is_must_verified_by_tlsa():
     r = rule(dane=SECURE)
     assert (r.mode, r.verify, r.origin) == ("must", "dane", "dane")
     assert r.tlsa == SECURE.records and r.names == []
-    assert r.required == "DANE TLSA records of mx.example.com"
+    assert r.required == "DANE (the TLSA records of mx.example.com)"
 
 
 def test_dane_ta_base_differs_names_both():
@@ -307,7 +307,7 @@ def test_rule_codec_round_trip():
     r = Rule("must", "dane", fallback=True, verify="dane", anchors=b"/a;b,c/d.e", system=True, ciphers="A:B.C;D",
              depth=3, anonymous=True, pins=["ab" * 20], tlsa=[(3, 1, 1, DIGEST), (2, 0, 0, b"")],
              names=[b"a.b", b"c"], clientref="domaincerts:2:6162", clientcert=b"/c", clientkey=b"/k",
-             required="DANE TLSA records of x", why=b"why")
+             required="DANE (the TLSA records of x)", why=b"why")
     paths = {}
     word = r.encode(paths)
     assert paths == {b"/a;b,c/d.e": 0, b"domaincerts:2:6162": 1, b"/c": 2, b"/k": 3}
@@ -379,8 +379,8 @@ def test_skipped_targets_are_never_tried_and_named_in_the_report():
     assert p.next_group() == []
     failure = p.exhausted(0)
     assert isinstance(failure, failures.TLSRequiredBy) and failure.letter == b"Z"
-    assert failure.text() == (b"Sorry, no server would take the message over TLS, as DANE TLSA records of "
-                              b"mx.example.com requires (127.0.0.2: TLSA lookup failed (SERVFAIL); 127.0.0.3: not an "
+    assert failure.text() == (b"Sorry, no server would take the message over TLS, as DANE (the TLSA records of "
+                              b"mx.example.com) requires (127.0.0.2: TLSA lookup failed (SERVFAIL); 127.0.0.3: not an "
                               b"MX of the MTA-STS policy of example.com). (#4.7.5)\n")
 
 
