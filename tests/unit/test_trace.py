@@ -92,7 +92,7 @@ def test_event_without_tracing_writes_nothing(monkeypatch):
     ("verify", "certificate verify failed: self-signed certificate", "certificate-not-trusted"),
     ("name", "hostname mismatch", "certificate-host-mismatch"),
     ("depth", "chain too long", "certificate-not-trusted"),
-    ("dane", "no TLSA record matched", "validation-failure"),
+    ("dane", "no TLSA record matched", "tlsa-invalid"),  # RFC 8460 4.3.2.1: no record valid
     ("closed", "the server closed the connection", "validation-failure"),
     ("local", "unable to read the key", None),
     ("some-new-kind", "", "validation-failure"),
