@@ -291,6 +291,18 @@ def sts_failure(event):
     return None
 
 
+def _policy_domain(host):
+    """RFC 8460's policy-domain: the A-label form, lower case, no final dot."""
+    if not host.isascii():
+        from .hostname import to_ascii
+
+        try:
+            host = to_ascii(host.decode("utf-8")).encode("ascii")
+        except ValueError:  # UnicodeDecodeError, InvalidName: kept as it came
+            pass
+    return host.lower().rstrip(b".")
+
+
 def policy_facts(host, targets, rules, dane, fetched):
     """(the policy event's fields, [(target, why, RFC 8460 result-type)] of the targets a
     rule skips). host: the delivery's domain; rules: each target's tlsrule.Rule; dane:
@@ -300,7 +312,7 @@ def policy_facts(host, targets, rules, dane, fetched):
     type: "tlsa" when DANE decided a target (it wins over MTA-STS, RFC 8461 section 2),
     "sts" when an MTA-STS policy applies or its fetch failed, else "no-policy-found".
     decided_by is the first tried target's rule origin until a connection says which."""
-    fields = {"domain": host.lower().rstrip(b".")}
+    fields = {"domain": _policy_domain(host)}
     policy, event = fetched if fetched is not None else (None, None)
     tried = [rule for rule in rules if rule.mode != "skip"]
     fields["decided_by"] = (tried or rules)[0].origin if rules else "none"

@@ -164,3 +164,11 @@ def test_policy_facts_without_a_policy(event, kind, failure):
     fields, _ = tracefile.policy_facts(b"example.com", _targets(b"mx.example.com"), [Rule("may", "tlsstrictness")],
                                        {}, (None, event))
     assert (fields["type"], fields.get("failure"), fields["fetch"]) == (kind, failure, event)
+
+
+def test_policy_facts_domain_is_the_a_label_form():
+    """qmail-tlsrpt takes only host names for a policy-domain: an IDN host is its A-labels."""
+    fields, _ = tracefile.policy_facts("Bücher.Example.".encode(), _targets(b"mx.example"),
+                                       [Rule("may", "tlsstrictness")], {}, None)
+    assert fields["domain"] == b"xn--bcher-kva.example"
+    assert tracefile.policy_facts(b"\xff.example", [], [], {}, None)[0]["domain"] == b"\xff.example"
