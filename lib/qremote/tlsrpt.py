@@ -146,6 +146,15 @@ def parse_line(line):
         failures.append((failure, _optional_ip(attempt.get("local_ip")),
                          domain_name(name) if name is not None else None,
                          _optional_ip(attempt.get("ip")), reason))
+    # a policy failure (qmail-remote: the MTA-STS policy could not be fetched, parsed or
+    # verified) is one failure of its own beside what became of the connections
+    if policy.get("failure") is not None:
+        failure = _text(policy["failure"], "policy failure")
+        fetch = policy.get("fetch")
+        reason = _text(fetch, "policy fetch") if fetch is not None else None
+        if failure not in RESULT_TYPES:
+            reason, failure = failure + (": " + reason if reason else ""), "validation-failure"
+        failures.append((failure, None, None, None, reason))
     # without per-attempt facts, the delivery's one "tls" object belongs to the last attempt
     # that did not fail: the connection the SMTP transaction went over
     if not per_attempt and negotiated and (clean or not attempts):

@@ -162,7 +162,7 @@ def tls_done(fd, env):
 
 # tlsc.KINDS -> RFC 8460 result-type (section 4.3); None: nothing to report to the domain
 RESULT_TYPES = {"verify": "certificate-not-trusted", "name": "certificate-host-mismatch",
-                "depth": "certificate-not-trusted", "dane": "validation-failure", "pin": "validation-failure",
+                "depth": "certificate-not-trusted", "dane": "tlsa-invalid", "pin": "validation-failure",
                 "timeout": "validation-failure", "closed": "validation-failure", "handshake": "validation-failure",
                 "local": None}
 
@@ -274,3 +274,82 @@ def append(directory, wall, line):
             posix.write(fd, line)
     finally:
         posix.close(fd)
+
+
+# --- the policy object (qmail-remote, deliveries by MX) ---
+
+def sts_failure(event):
+    """The RFC 8460 result-type (4.3.2.2) of mtasts.policy_for's event when no policy
+    came of it, or None: a certificate the policy host's TLS did not verify, a policy (or
+    TXT record) that does not parse, any other failed fetch."""
+    if event.startswith("fetch failed: certificate"):
+        return "sts-webpki-invalid"
+    if event.startswith("fetch failed: invalid policy") or event.startswith("invalid record"):
+        return "sts-policy-invalid"
+    if event.startswith("fetch failed"):
+        return "sts-policy-fetch-error"
+    return None
+
+
+def _policy_domain(host):
+    """RFC 8460's policy-domain: the A-label form, lower case, no final dot."""
+    if not host.isascii():
+        from .hostname import to_ascii
+
+        try:
+            host = to_ascii(host.decode("utf-8")).encode("ascii")
+        except ValueError:  # UnicodeDecodeError, InvalidName: kept as it came
+            pass
+    return host.lower().rstrip(b".")
+
+
+def policy_facts(host, targets, rules, dane, fetched):
+    """(the policy event's fields, [(target, why, RFC 8460 result-type)] of the targets a
+    rule skips). host: the delivery's domain; rules: each target's tlsrule.Rule; dane:
+    the resolver's {target name: Dane}; fetched: (Policy or None, event) of
+    mtasts.policy_for, or None when MTA-STS was not asked (no TXT record, nothing cached).
+
+    type: "tlsa" when DANE decided a target (it wins over MTA-STS, RFC 8461 section 2),
+    "sts" when an MTA-STS policy applies or its fetch failed, else "no-policy-found".
+    decided_by is the first tried target's rule origin until a connection says which."""
+    fields = {"domain": _policy_domain(host)}
+    policy, event = fetched if fetched is not None else (None, None)
+    tried = [rule for rule in rules if rule.mode != "skip"]
+    fields["decided_by"] = (tried or rules)[0].origin if rules else "none"
+    daned = [(target, dane[target.name]) for target, rule in zip(targets, rules)
+             if rule.origin == "dane" and target.name in dane]
+    if daned:
+        fields["type"], fields["mode"] = "tlsa", None
+        names, strings = [], []
+        for target, found in daned:
+            name = target.name.rstrip(b".")
+            if name not in names:
+                names.append(name)
+                strings += ["%d %d %d %s" % (u, s, m, bytes(data).hex()) for u, s, m, data in found.records]
+        fields["mx"], fields["strings"] = names, strings
+    elif policy is not None and policy.mode in ("enforce", "testing"):
+        fields["type"], fields["mode"] = "sts", policy.mode
+        fields["mx"], fields["strings"] = list(policy.mx), policy.lines()
+        if policy.mode == "testing":  # what enforce would have done (doc/mta-sts.html)
+            would = []
+            for target in targets:
+                name = target.name.rstrip(b".").decode("utf-8", "replace")
+                action = "tls required" if policy.matches(target.name) else "skipped"
+                if "%s: %s" % (name, action) not in would:
+                    would.append("%s: %s" % (name, action))
+            fields["would"] = would
+    elif event is not None and sts_failure(event):
+        fields["type"], fields["mode"], fields["mx"], fields["strings"] = "sts", None, [], []
+        fields["failure"] = sts_failure(event)
+    else:  # none, no record, TXT lookup failed: nothing to apply (a mode none policy is said)
+        fields["type"], fields["mode"] = "no-policy-found", None
+        if policy is not None:
+            fields["strings"] = policy.lines()
+    if event is not None:
+        fields["fetch"] = event
+    skipped = []
+    for target, rule in zip(targets, rules):
+        if rule.mode == "skip":
+            failure = "dane-required" if rule.origin == "dane" else "validation-failure"
+            skipped.append((target, rule.why, failure))
+    return fields, skipped

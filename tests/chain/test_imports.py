@@ -179,8 +179,45 @@ def test_mx_delivery_keeps_the_resolver_in_qmail_remote(audit, server, pki, dns_
     loaded = audit.loaded()
     # the one program that resolves did load the resolver: the audit sees it when it is there
     assert forbidden(loaded["qmail-remote"], RESOLVER), sorted(loaded["qmail-remote"])
+    # no _mta-sts TXT record, nothing cached: MTA-STS is not even loaded
+    assert forbidden(loaded["qmail-remote"], MTASTS) == []
     check_after_connection(loaded, tls)
     assert s.wait_sessions()[0].tls is tls
+
+
+MTASTS = ("qremote.mtasts",)
+HTTPS_CLIENT = ("qremote.mtasts.fetch", "ssl", "_ssl", "http.client", "http")
+
+
+@needs_root
+def test_mx_delivery_with_a_cached_mta_sts_policy_loads_no_https_client(audit, server, pki, dns_stub):
+    """The first delivery fetches the policy (it loads the HTTPS client); the second finds
+    it cached: qmail-remote loads qremote.mtasts, never its fetch, ssl or http.client."""
+    from tests.support.stsserver import STSServer
+    ip, policy_ip = "127.0.8.3", "127.0.8.4"
+    try:
+        s = server(host=ip, port=25, tls_cert=pki.server("a.sts.test"))
+        sts = STSServer(*pki.server("mta-sts.sts.test"), host=policy_ip, port=443)
+    except OSError as error:
+        pytest.skip("cannot listen on port 25 or 443: %s" % error)
+    try:
+        sts.policy = b"version: STSv1\nmode: enforce\nmx: a.sts.test\nmax_age: 86400\n"
+        dns_stub.add("sts.test", "MX", "10 a.sts.test.").add("a.sts.test", "A", ip)
+        dns_stub.add("_mta-sts.sts.test", "TXT", '"v=STSv1; id=1;"').add("mta-sts.sts.test", "A", policy_ip)
+        with open(pki.ca_file) as ca:
+            audit.control("mtastsanchors", ca.read())
+        tls_setup(audit, pki, 0)
+        for fetched in (True, False):
+            _, raw = audit.remote("sts.test", "s@src.example", "r@sts.test", message=MSG,
+                                  DNSCACHEIP=dns_stub.address())
+            delivered(raw, ip)
+            loaded = audit.loaded()["qmail-remote"]
+            assert forbidden(loaded, MTASTS)  # the audit sees it when it is there
+            assert bool(forbidden(loaded, HTTPS_CLIENT)) is fetched, forbidden(loaded, HTTPS_CLIENT)
+        assert sts.count() == 1
+        check_after_connection(audit.loaded(), True)
+    finally:
+        sts.stop()
 
 
 def smtp_modules():

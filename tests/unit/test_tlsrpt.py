@@ -192,3 +192,14 @@ def test_mail_has_rfc_8460s_form(reports):
     assert parts[0].get_content_type() == "text/plain"
     assert parts[1].get_content_type() == "application/tlsrpt+gzip" and parts[1].get_filename() == name
     assert json.loads(gzip.decompress(parts[1].get_payload(decode=True))) == report
+
+
+def test_a_policy_failure_is_one_failure_beside_the_sessions():
+    """qmail-remote's trace of a delivery whose MTA-STS policy could not be fetched: the
+    policy object carries the RFC 8460 type; the delivery itself went on as before."""
+    policy = dict(trace.sts(), strings=[], mx=[], mode=None, failure="sts-policy-fetch-error",
+                  fetch="fetch failed: HTTP 500")
+    session = tlsrpt.parse_line(trace.line("2026-12-06T10:00:00Z", "example.com", [trace.ok(*trace.MX1)],
+                                           policy=policy).encode())
+    assert session.successes == 1
+    assert session.failures == [("sts-policy-fetch-error", None, None, None, "fetch failed: HTTP 500")]

@@ -92,10 +92,83 @@ def test_event_without_tracing_writes_nothing(monkeypatch):
     ("verify", "certificate verify failed: self-signed certificate", "certificate-not-trusted"),
     ("name", "hostname mismatch", "certificate-host-mismatch"),
     ("depth", "chain too long", "certificate-not-trusted"),
-    ("dane", "no TLSA record matched", "validation-failure"),
+    ("dane", "no TLSA record matched", "tlsa-invalid"),  # RFC 8460 4.3.2.1: no record valid
     ("closed", "the server closed the connection", "validation-failure"),
     ("local", "unable to read the key", None),
     ("some-new-kind", "", "validation-failure"),
 ])
 def test_tls_failure_kinds_as_rfc8460_result_types(kind, text, expected):
     assert tracefile.result_type(kind, text) == expected
+
+
+# --- the policy object of an MX delivery (tracefile.policy_facts) ---
+
+from qremote.candidates import Target  # noqa: E402
+from qremote.mtasts.policy import parse_policy  # noqa: E402
+from qremote.tlsrule import Rule  # noqa: E402
+
+
+class _Dane:
+    def __init__(self, state, records=()):
+        self.state, self.records = state, list(records)
+
+
+def _targets(*names):
+    return [Target("127.0.0.%d" % (n + 1), 2, 25, 10 * n, name) for n, name in enumerate(names)]
+
+
+STS_TEXT = b"version: STSv1\nmode: %s\nmx: mx1.example.com\nmax_age: 600\n"
+
+
+def test_policy_facts_dane_wins_over_mta_sts():
+    targets = _targets(b"mx1.example.com")
+    enforce = parse_policy(STS_TEXT % b"enforce", "id1", 0)
+    fields, skipped = tracefile.policy_facts(b"Example.COM.", targets, [Rule("must", "dane", verify="dane")],
+                                             {b"mx1.example.com": _Dane("secure", [(3, 1, 1, b"\xab" * 32)])},
+                                             (enforce, "cached"))
+    assert (fields["type"], fields["decided_by"], fields["domain"]) == ("tlsa", "dane", b"example.com")
+    assert fields["strings"] == ["3 1 1 " + "ab" * 32] and fields["mx"] == [b"mx1.example.com"]
+    assert skipped == []
+
+
+def test_policy_facts_testing_says_what_enforce_would_have_done():
+    targets = _targets(b"mx0.example.com", b"mx1.example.com")
+    testing = parse_policy(STS_TEXT % b"testing", "id1", 0)
+    fields, skipped = tracefile.policy_facts(b"example.com", targets, [Rule("may", "tlsstrictness")] * 2, {},
+                                             (testing, "fetched"))
+    assert (fields["type"], fields["mode"], fields["decided_by"]) == ("sts", "testing", "tlsstrictness")
+    assert fields["would"] == ["mx0.example.com: skipped", "mx1.example.com: tls required"]
+    assert fields["strings"] == ["version: STSv1", "mode: testing", "mx: mx1.example.com", "max_age: 600"]
+
+
+def test_policy_facts_enforce_skips_are_attempts_with_their_failure():
+    targets = _targets(b"mx0.example.com", b"mx1.example.com")
+    enforce = parse_policy(STS_TEXT % b"enforce", "id1", 0)
+    rules = [Rule("skip", "mta-sts", why=b"not an MX"), Rule("must", "mta-sts", verify="ca+dn*")]
+    fields, skipped = tracefile.policy_facts(b"example.com", targets, rules, {}, (enforce, "cached"))
+    assert fields["decided_by"] == "mta-sts" and fields["mode"] == "enforce"
+    assert skipped == [(targets[0], b"not an MX", "validation-failure")]
+    rules = [Rule("skip", "dane", why=b"TLSA lookup failed"), Rule("may", "tlsstrictness")]
+    assert tracefile.policy_facts(b"example.com", targets, rules, {}, None)[1] == [
+        (targets[0], b"TLSA lookup failed", "dane-required")]
+
+
+@pytest.mark.parametrize("event,kind,failure", [
+    ("fetch failed: HTTP 500", "sts", "sts-policy-fetch-error"),
+    ("fetch failed: invalid policy: mode missing", "sts", "sts-policy-invalid"),
+    ("fetch failed: certificate: unable to get local issuer certificate", "sts", "sts-webpki-invalid"),
+    ("TXT lookup failed", "no-policy-found", None),
+    ("no record", "no-policy-found", None),
+])
+def test_policy_facts_without_a_policy(event, kind, failure):
+    fields, _ = tracefile.policy_facts(b"example.com", _targets(b"mx.example.com"), [Rule("may", "tlsstrictness")],
+                                       {}, (None, event))
+    assert (fields["type"], fields.get("failure"), fields["fetch"]) == (kind, failure, event)
+
+
+def test_policy_facts_domain_is_the_a_label_form():
+    """qmail-tlsrpt takes only host names for a policy-domain: an IDN host is its A-labels."""
+    fields, _ = tracefile.policy_facts("Bücher.Example.".encode(), _targets(b"mx.example"),
+                                       [Rule("may", "tlsstrictness")], {}, None)
+    assert fields["domain"] == b"xn--bcher-kva.example"
+    assert tracefile.policy_facts(b"\xff.example", [], [], {}, None)[0]["domain"] == b"\xff.example"

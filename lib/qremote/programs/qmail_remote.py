@@ -66,6 +66,8 @@ def deliver(argv, reporter):
         sock, attempt = connect_one(group, plan, controls, backoff)
         if sock is None:
             continue
+        if trace.FD is not None:  # which policy decided the TLS of the server the delivery went to
+            trace.event("policy", decided_by=plan.rule_of(attempt).origin)
         protocol = attempt.target.protocol
         if protocol == QMTP:
             hand_over_qmtp(sock, attempt, controls, sender, recipients)
@@ -93,8 +95,10 @@ def first_plan(host, sender, controls):
     targets = apply_prefme(targets, () if routed else ipme.my_addresses(), routed=routed)
     localip, helohost = routes.domainips_for(sender)
     policy = control.tls_policy()
-    sts = sts_policy(host, lookup.sts) if sts_on else None
+    sts, fetched = sts_policy(host, lookup.sts) if sts_on else (None, None)
     targets, rules = tls_rules(policy, targets, host, sender, routed, lookup, sts, tls_memory())
+    if trace.FD is not None and not routed:
+        trace_policy(host, policy, targets, rules, lookup, fetched)
     return Plan(policy, targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
                 source=(route.localip if routed else None) or localip, helohost=helohost,
                 auth=route.where if routed else None, rules=rules)
@@ -112,20 +116,35 @@ def mta_sts_enabled():
 
 
 def sts_policy(host, txt):
-    """The MTA-STS policy of host for the TLS rules: an enforce policy, or None. A testing
-    policy changes nothing (the trace says what enforce would have done)."""
+    """(the MTA-STS policy of host for the TLS rules: an enforce policy, or None;
+    (policy, event) of mtasts.policy_for for the trace, or None when it was not asked).
+    A testing policy changes nothing (the trace says what enforce would have done)."""
     from .. import hostname
 
     try:
         domain = host.decode("ascii") if host.isascii() else hostname.to_ascii(host.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError, hostname.InvalidName: no such policy domain
-        return None
+        return None, None
     if txt == [] and not os.path.exists(STS_CACHE + domain.lower().rstrip(".")):
-        return None  # no record and nothing cached: most domains; mtasts is not even loaded
+        return None, None  # no record and nothing cached: most domains; mtasts is not even loaded
     from .. import mtasts
 
     policy, event = mtasts.policy_for(domain.rstrip("."), txt, time.time(), mtasts.TIMEOUT)
-    return policy if policy is not None and policy.mode == "enforce" else None
+    return (policy if policy is not None and policy.mode == "enforce" else None), (policy, event)
+
+
+def trace_policy(host, policy, targets, rules, lookup, fetched):
+    """The trace's policy object (doc/trace.html) of a delivery by MX, and an attempt,
+    never connected, for each target a policy skips; only when tracing."""
+    from ..tlsrule import from_policy
+    from ..tracefile import policy_facts
+
+    rules = rules or [from_policy(policy)] * len(targets)
+    fields, skipped = policy_facts(host, targets, rules, getattr(lookup, "dane", None) or {}, fetched)
+    trace.event("policy", **fields)
+    for target, why, failure in skipped:
+        trace.attempt(target, why)
+        trace.result(why, failure)
 
 
 def tls_memory():
