@@ -159,7 +159,8 @@ def test_wrong_password_gets_535(mta, context, port_name, mech):
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             session.auth(mech, getattr(session, "auth_" + mech.lower().replace("-", "_")))
         assert refused.value.smtp_code == 535
-    assert "SASL %s authentication failed" % mech in mta.log_text()
+    expected = "SASL %s authentication failed" % mech
+    assert expected in mta.wait_log(expected)
 
 
 def scram_sha_256(session, user, password):

@@ -182,6 +182,17 @@ class PrivatePostfix:
         return [(os.path.basename(path), subprocess.run([POSTCAT, "-c", self.config, path], capture_output=True,
                                                         timeout=30).stdout) for path in sorted(names)]
 
+    def wait_log(self, text, timeout=10.0):
+        """The log once it holds text, or as it is after timeout: Postfix's logger writes
+        after the client has its reply, so a line can lag the SMTP exchange."""
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
     def log_text(self):
         try:
             with open(self.log, errors="replace") as log:
