@@ -54,6 +54,8 @@ def test_layout(tree):
     assert (tree / "run" / "qmail-remote" / "mta-sts").is_dir()  # MTA-STS policy cache
     memory = tree / "run" / "qmail-remote" / "tlsmemory"  # control/tlsmemory's hosts: qmailr's alone
     assert memory.is_dir() and stat.S_IMODE(memory.stat().st_mode) == 0o700
+    anchors = tree / "run" / "qmail-remote" / "dane-ta"  # tlsc-io's verified DANE-TA anchors: qmailr's alone
+    assert anchors.is_dir() and stat.S_IMODE(anchors.stat().st_mode) == 0o700
     link = tree / "lib" / "qremote"
     assert link.is_symlink() and (link / "qremote" / "programs" / "qmail_remote.py").exists()
     assert len([n for n in os.listdir(tree / "lib") if n.startswith("qremote-")]) == 2  # new + previous

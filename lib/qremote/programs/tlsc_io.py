@@ -88,10 +88,14 @@ def run(argv):
     for variable in tlsc.SSL_VARIABLES + (tlsc.FAILURE_VARIABLE,):
         env.pop(variable, None)
     try:
-        context = tlscontext.build(options)
+        anchors = tlscontext.kept_anchors(options)
+        context = tlscontext.build(options, anchors)
         connection = TLSConnection(context, options.name, options.fdr, options.fdw)
-        connection.handshake(options.handshake_timeout)
-        verified_by = tlscontext.check(connection.sslobj, options)
+        try:
+            connection.handshake(options.handshake_timeout)
+        except tlscontext.TLSFailure as failure:
+            raise tlscontext.warm_failure(failure) if anchors else failure
+        verified_by = tlscontext.check(connection.sslobj, options, anchors)
         clear, relay_end = _pair()
         _spawn_relay(connection, clear, relay_end, options)
     except tlscontext.TLSFailure as failure:

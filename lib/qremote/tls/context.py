@@ -56,8 +56,19 @@ def by_hand(options):
             and options.name is not None and not is_address(options.name))
 
 
-def build(options):
-    """A client _SSLContext for options (tlsc.TlscOptions); TLSFailure("local") when a file is unusable."""
+def kept_anchors(options):
+    """The DANE-TA anchors kept for -D (tacache.anchors: DER list), or None: the cold path.
+    Only a set of usage 2 records alone looks: DANE-EE never opens the cache."""
+    if not options.tlsa or any(record[0] != 2 for record in options.tlsa):
+        return None
+    from . import tacache
+
+    return tacache.anchors(options.tlsa)
+
+
+def build(options, anchors=None):
+    """A client _SSLContext for options (tlsc.TlscOptions); TLSFailure("local") when a file is unusable.
+    anchors: kept DANE-TA anchors (kept_anchors()), which OpenSSL then verifies the chain to."""
     context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
     # a relay cannot follow a renegotiation's interleaving sanely, and SMTP never needs one
     context.options |= _ssl.OP_NO_RENEGOTIATION
@@ -71,6 +82,13 @@ def build(options):
         # -f, -D, -n and opportunistic TLS: any certificate (or none); -f and -D judge it after
         context.check_hostname = False
         context.verify_mode = _ssl.CERT_NONE
+    if anchors:
+        # the warm DANE-TA path: OpenSSL checks the chain and its dates to the kept anchors,
+        # which may be intermediates (hence PARTIAL_CHAIN); the names are checked in check()
+        for der in anchors:
+            context.load_verify_locations(cadata=der)
+        context.verify_flags |= _ssl.VERIFY_X509_PARTIAL_CHAIN
+        context.verify_mode = _ssl.CERT_REQUIRED
     if options.ciphers is not None or options.anonymous:
         # aNULL suites exist only at OpenSSL's security level 0; DEFAULT deletes them for good
         # ("!COMPLEMENTOFDEFAULT"), so -n spells it with "-", then adds them last
@@ -120,10 +138,20 @@ def _password(reference):
         raise TLSFailure("local", "unable to read the key password of %s: %s" % (error.where, error.why)) from None
 
 
-def check(sslobj, options):
+def warm_failure(failure):
+    """The TLSFailure of a handshake that failed OpenSSL's check to kept DANE-TA anchors: DANE's."""
+    if failure.kind in ("verify", "name"):
+        return TLSFailure("dane", "DANE-TA chain does not verify: %s" % failure.text)
+    return failure
+
+
+def check(sslobj, options, anchors=None):
     """What verified the server after a finished handshake (a tlsc.VERIFIED_BY value, or None),
     for the checks OpenSSL does not do: -f, -D, the names of -m/-N, -d. TLSFailure otherwise.
-    dane.py is imported only for those: plain STARTTLS loads nothing more."""
+    dane.py is imported only for those: plain STARTTLS loads nothing more.
+    anchors: build()'s, when OpenSSL already verified the chain to kept DANE-TA anchors."""
+    if anchors:
+        return _check_warm(sslobj, options)
     if options.pins or options.tlsa:
         from . import dane
 
@@ -132,7 +160,7 @@ def check(sslobj, options):
             if options.pins:
                 return dane.check_pins(options.pins, chain[0] if chain else None)
             names = [name for name in [options.name] + options.names if name is not None]
-            return dane.check_dane(options.tlsa, chain, names)
+            return dane.check_dane(options.tlsa, chain, names, verified_to=_keeper(options.tlsa))
         except dane.PinFailure as failure:
             raise TLSFailure("pin", str(failure)) from None
         except dane.DaneFailure as failure:
@@ -158,6 +186,33 @@ def check(sslobj, options):
     if options.name_check is None:
         return None  # -v alone: tlsstrictness 2, whose K says "verified" as it always did
     return {"ca": "ca", "dn": "ca+dn", "dn*": "ca+dn*"}[options.name_check]
+
+
+def _keeper(records):
+    if not any(record[0] == 2 for record in records):
+        return None
+
+    def keep(anchor):
+        from . import tacache
+
+        tacache.keep(records, anchor)
+    return keep
+
+
+def _check_warm(sslobj, options):
+    """DANE-TA after OpenSSL verified the chain to kept anchors: what the cold path checks
+    beside the chain (dane.check_dane): a certificate sent matches a record, and the leaf
+    carries -k or an -N name (DNS subjectAltNames, wildcards allowed)."""
+    from . import dane
+
+    chain = [cert.public_bytes(_ssl.ENCODING_DER) for cert in sslobj.get_unverified_chain() or ()]
+    if not any(dane.record_matches(record, der) for der in chain for record in options.tlsa):
+        raise TLSFailure("dane", "no TLSA record matched the certificate chain")
+    names = [name for name in [options.name] + options.names if name is not None]
+    patterns = [value for kind, value in (sslobj.getpeercert() or {}).get("subjectAltName", ()) if kind == "DNS"]
+    if dane.first_matching(patterns, names) is None:
+        raise TLSFailure("dane", "name %s not in the certificate" % " or ".join(names))
+    return "DANE-TA"
 
 
 def _is_directory(path):

@@ -174,9 +174,10 @@ def check_pins(pins, leaf):
                      % (digest("sha256", leaf).hex(), pins[0]))
 
 
-def check_dane(records, chain, names, now=None):
+def check_dane(records, chain, names, now=None, verified_to=None):
     """"DANE-EE" or "DANE-TA" when chain (DER, leaf first) satisfies one of records;
-    DaneFailure saying which check failed otherwise. names: the reference names for DANE-TA."""
+    DaneFailure saying which check failed otherwise. names: the reference names for DANE-TA;
+    verified_to: called with the anchor's DER once a DANE-TA chain verified (tacache.keep)."""
     if not chain:
         raise DaneFailure("TLSA X.509 cert required but missing")
     leaf = chain[0]
@@ -190,9 +191,12 @@ def check_dane(records, chain, names, now=None):
     for index in anchors:
         try:
             verify_to_anchor(chain, index, names, now)
-            return "DANE-TA"
         except DaneFailure as error:
             failure = failure or error
+            continue
+        if verified_to is not None:
+            verified_to(chain[index])
+        return "DANE-TA"
     raise failure
 
 
