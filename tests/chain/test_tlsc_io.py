@@ -127,7 +127,8 @@ def servers():
         s.stop()
 
 
-def run(tlsc, port, options, prog_argv, continuation=None, stdin=subprocess.DEVNULL, timeout=60, env=None):
+def run(tlsc, port, options, prog_argv, continuation=None, stdin=subprocess.DEVNULL, timeout=60, env=None,
+        cwd=None):
     """tlsc-io OPTIONS [-F N] -- [CONTINUATION] PROG on a fresh connection to port: (stdout, stderr, status)."""
     sock = connect(port)
     argv = [tlsc] + options
@@ -138,7 +139,7 @@ def run(tlsc, port, options, prog_argv, continuation=None, stdin=subprocess.DEVN
         done = subprocess.run([sys.executable, "-I", "-S", "-c", ONTO_6_AND_7, str(sock.fileno())] + argv,
                               pass_fds=(sock.fileno(),), stdin=stdin, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=timeout,
-                              env=env if env is not None else {"PATH": "/usr/bin:/bin"})
+                              env=env if env is not None else {"PATH": "/usr/bin:/bin"}, cwd=cwd)
     finally:
         sock.close()
     return done.stdout, done.stderr, done.returncode
