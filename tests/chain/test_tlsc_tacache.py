@@ -30,7 +30,8 @@ def traced(tlsc, port, options, prog_argv, home, **kw):
     words = interpreter(tlsc)
     out, err, status = run(words[0], port, words[1:] + ["-X", "importtime", tlsc] + options, prog_argv,
                            cwd=str(home), **kw)
-    imported = [line.rsplit("|", 1)[-1].strip() for line in err.decode().splitlines() if line.startswith("import time:")]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in err.decode().splitlines()
+                if line.startswith("import time:")]
     assert "qremote.programs.tlsc_io" in imported, err  # the trace works
     return out, any(name.split(".")[0] == "cryptography" for name in imported)
 
