@@ -252,7 +252,9 @@ def soak(bindir, workdir, deliveries=2000, parallel=16, seed=None, timeout=1, lo
         result.figures[key] = "%d/%d" % (before[key], after[key])
     result.figures["seconds"] = "%.0f" % elapsed
     for key in ("fds", "threads", "children"):
-        if after[key] != before[key]:
+        # a leak grows; one fewer is something the process held before the soak (in pytest,
+        # an earlier test's socket the garbage collector closed meanwhile: seen on 3.13)
+        if after[key] > before[key]:
             result.leaks.append("%s %d before, %d after" % (key, before[key], after[key]))
     # the allocator's arenas fill up during the first deliveries; a leak keeps growing
     result.figures["rss_kb_every_tenth"] = "/".join("%d" % kb for kb in samples)
