@@ -10,11 +10,6 @@ from .candidates import Target, parse_literal, unusable_reason
 from .routes import MX
 
 
-def targets_for(host, route, timeoutdns=None):
-    """Targets for host, or the route's relay; raises the stock DNS failures."""
-    return lookup_for(host, route, timeoutdns, dane=False).targets
-
-
 class Literal:
     """What an IP literal (a domain or relay given as an address) has instead of a Lookup:
     its one target, no DNSSEC (no DANE), no MTA-STS, no answers."""
