@@ -1,4 +1,5 @@
-"""host (or its smtproutes route) -> the ordered list of Targets to try.
+"""host (or its smtproutes route) -> the resolver's Lookup: the ordered Targets to try, and
+what DNSSEC (DANE), MTA-STS and the trace need from the same answers.
 
 IP literals need no DNS; everything else goes to the resolver package, which is
 imported only here and only when a name must be looked up, so a delivery through an
