@@ -18,6 +18,7 @@ costs about 1 ms of CPU.
 
 import posix
 
+from . import runfile
 from .smtp.auth import derived_keys, sha256_constructor
 
 DIRECTORY = b"run/qmail-remote/scram"  # paths.RUN + "/scram" (paths.py would load os.py)
@@ -39,7 +40,7 @@ def keys(user, secret, salt, count):
             return kept[:32], kept[32:]
         client_key, server_key = derived_keys(user, secret, salt, count)
         content = client_key + server_key
-        write(directory, name, content + sha256(name + content).digest()[:CHECK])
+        runfile.replace(directory, name, content + sha256(name + content).digest()[:CHECK])
         return client_key, server_key
     finally:
         posix.close(directory)
@@ -86,28 +87,3 @@ def read(directory, name, sha256):
     if len(data) != SIZE or sha256(name + data[:KEYS]).digest()[:CHECK] != data[KEYS:]:
         return None
     return data[:KEYS]
-
-
-def write(directory, name, content):
-    """Atomically: a new file beside it, renamed over whatever is there (a damaged file,
-    a symlink). No fsync: a file lost in a crash is derived again."""
-    temporary = b"tmp.%d.%s" % (posix.getpid(), posix.urandom(6).hex().encode())
-    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
-    try:
-        fd = posix.open(temporary, flags, 0o600, dir_fd=directory)
-    except OSError:
-        return
-    try:
-        try:
-            written = posix.write(fd, content)
-        finally:
-            posix.close(fd)
-        if written == len(content):
-            posix.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
-            return
-    except OSError:
-        pass
-    try:
-        posix.unlink(temporary, dir_fd=directory)
-    except OSError:
-        pass

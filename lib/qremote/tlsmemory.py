@@ -23,6 +23,8 @@ failed delivery. posix alone: os.py costs about 1 ms of CPU.
 
 import posix
 
+from . import runfile
+
 DIRECTORY = b"run/qmail-remote/tlsmemory"  # paths.RUN + "/tlsmemory"
 CONTROL = b"control/tlsmemory"
 LEVELS = (b"verified", b"encrypted")
@@ -143,7 +145,7 @@ def record(name, verified, now):
             return  # recorded today: no write
         if found is None and len(posix.listdir(directory)) >= MAX_ENTRIES:
             return
-        write(directory, name, b"%s %d\n" % (level, now))
+        runfile.replace(directory, name, b"%s %d\n" % (level, now))
     except OSError:
         pass
     finally:
@@ -159,27 +161,6 @@ def after_delivery(environ):
 
             record(name, environ.get(b"SSL_PEER_VERIFIED") == b"1", int(time.time()))
     except Exception:  # noqa: BLE001 - the message is delivered: memory is never worth a report
-        pass
-
-
-def write(directory, name, content):
-    """A new file beside it, renamed over whatever is there (a damaged file, a link)."""
-    temporary = b"tmp.%d.%s" % (posix.getpid(), posix.urandom(6).hex().encode())
-    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
-    fd = posix.open(temporary, flags, 0o600, dir_fd=directory)
-    try:
-        try:
-            written = posix.write(fd, content)
-        finally:
-            posix.close(fd)
-        if written == len(content):
-            posix.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
-            return
-    except OSError:
-        pass
-    try:
-        posix.unlink(temporary, dir_fd=directory)
-    except OSError:
         pass
 
 

@@ -19,6 +19,7 @@ costs about 1 ms of CPU.
 import posix
 
 from . import dane
+from .. import runfile
 
 DIRECTORY = b"run/qmail-remote/dane-ta"  # paths.RUN + "/dane-ta" (paths.py would load os.py)
 MAX_SIZE = 1 << 16  # no trust anchor is near this: a bigger file is no anchor of ours
@@ -91,32 +92,6 @@ def keep(records, anchor):
     try:
         for record in records:
             if record[0] == 2 and dane.record_matches(record, anchor):
-                _write(directory, name(record), anchor)
+                runfile.replace(directory, name(record), anchor)
     finally:
         posix.close(directory)
-
-
-def _write(directory, filename, content):
-    """Atomically: a new file beside it, renamed over whatever is there (a damaged file, a
-    symlink: rename replaces the link, never writes through it). No fsync: a lost file is
-    verified again."""
-    temporary = b"tmp.%d.%s" % (posix.getpid(), posix.urandom(6).hex().encode())
-    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
-    try:
-        fd = posix.open(temporary, flags, 0o600, dir_fd=directory)
-    except OSError:
-        return
-    try:
-        try:
-            written = posix.write(fd, content)
-        finally:
-            posix.close(fd)
-        if written == len(content):
-            posix.rename(temporary, filename, src_dir_fd=directory, dst_dir_fd=directory)
-            return
-    except OSError:
-        pass
-    try:
-        posix.unlink(temporary, dir_fd=directory)
-    except OSError:
-        pass
