@@ -76,6 +76,12 @@ def read_number(name, default, what="a number of seconds"):
     return min(int(line), MAX_SECONDS)
 
 
+def switch(name):
+    """A feature's on/off file (control/dane, control/mtasts): 0 turns it off; absent, empty
+    or another number: on; not a number: a Z naming the file."""
+    return read_number(name, 1, "0 (off) or 1 (on)") != 0
+
+
 def read_lines(name):
     """The meaningful lines of a list file, with their line numbers; None if absent."""
     data = read_bytes(name)

@@ -196,20 +196,20 @@ def test_cache_names(domain, expected):
 @pytest.mark.parametrize("content, expected", [(None, True), (b"", True), (b"1\n", True), (b"0\n", False),
                                                (b"0\r\n", False), (b"2\n", True)])
 def test_control_mtasts(tmp_path, monkeypatch, content, expected):
-    from qremote import mtasts
+    from qremote import control
 
     os.makedirs(tmp_path / "control")
     if content is not None:
         (tmp_path / "control" / "mtasts").write_bytes(content)
     monkeypatch.chdir(tmp_path)
-    assert mtasts.enabled() is expected
+    assert control.switch("mtasts") is expected
 
 
 def test_control_mtasts_garbage_is_a_z(tmp_path, monkeypatch):
-    from qremote import failures, mtasts
+    from qremote import control, failures
 
     os.makedirs(tmp_path / "control")
     (tmp_path / "control" / "mtasts").write_bytes(b"off\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(failures.ControlInvalid):
-        mtasts.enabled()
+        control.switch("mtasts")

@@ -42,20 +42,12 @@ import time
 from . import cache
 from .policy import Invalid, Policy, record_id
 
-__all__ = ["Policy", "policy_for", "enabled", "RETRY", "TIMEOUT"]
+__all__ = ["Policy", "policy_for", "RETRY", "TIMEOUT"]
 
 MAX_EVENT = 200
 RETRY = 300   # seconds after a failed fetch before the same id is fetched again
 TIMEOUT = 30  # a delivery's suggested limit for policy_for: lock wait and fetch together
               # (RFC 8461 3.3 suggests a minute for the fetch; qmail-mta-sts fetch gives 60)
-
-
-def enabled():
-    """Whether control/mtasts lets MTA-STS run: 0 turns it off; absent or empty: on.
-    Raises what control.read_number raises (a Z naming the file) for a non-number."""
-    from ..control import read_number
-
-    return read_number("mtasts", 1, "0 (off) or 1 (on)") != 0
 
 
 def _with_cached(cached, reason):

@@ -87,8 +87,10 @@ def first_plan(host, sender, controls):
     route = routes.route_for(host, sender)
     routed = route is not routes.MX
     # MTA-STS (doc/mta-sts.html) is for deliveries by MX only; its TXT goes beside the MX query
-    sts_on = not routed and mta_sts_enabled()
-    lookup = resolve.lookup_for(host, route, controls.timeoutdns, dane=dane_enabled(), sts=sts_on)
+    sts_on = not routed and control.switch("mtasts")
+    # DANE (doc/dane.html) acts only on answers a validating resolver marked secure (AD):
+    # without one, nothing changes
+    lookup = resolve.lookup_for(host, route, controls.timeoutdns, dane=control.switch("dane"), sts=sts_on)
     trace.route(route, lookup)
     targets = resolve.require_some(lookup.targets)
     # a routed delivery skips loop protection (stock): do not ask the kernel for nothing
@@ -102,17 +104,6 @@ def first_plan(host, sender, controls):
     return Plan(policy, targets, time.monotonic() + controls.timeoutopening, controls.timeoutopening,
                 source=(route.localip if routed else None) or localip, helohost=helohost,
                 auth=route.where if routed else None, rules=rules)
-
-
-def dane_enabled():
-    """DANE (doc/dane.html) is on unless control/dane says 0: it acts only on answers a
-    validating resolver marked secure (AD), so without one nothing changes."""
-    return control.read_number("dane", 1, "0 or 1") != 0
-
-
-def mta_sts_enabled():
-    """control/mtasts: 0 turns MTA-STS off; absent or empty: on (doc/mta-sts.html)."""
-    return control.read_number("mtasts", 1, "0 (off) or 1 (on)") != 0
 
 
 def sts_policy(host, txt):
